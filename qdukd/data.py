@@ -1,0 +1,165 @@
+"""Datasets: HR-only folders and BasicSR-layout sets, benchmark loading, training patches.
+
+A *set* is either an HR folder (LR made with MATLAB bicubic) or a BasicSR-layout folder
+``ROOT/HR/<name>.png`` + ``ROOT/LR_bicubic/X{s}/<name>x{s}.png`` (LR files used when present).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from .errors import QdukdError
+from .images import list_images, modcrop, read_image
+from .resize import imresize
+
+
+@dataclass(frozen=True)
+class ImagePair:
+    """One HR image and, if the set provides it, its LR file."""
+
+    name: str
+    hr_path: Path
+    lr_path: Path | None
+
+
+def find_pairs(root: str | Path, scale: int) -> list[ImagePair]:
+    """List the images of a set (HR folder or BasicSR layout).
+
+    Args:
+        root: an HR folder, or a folder with ``HR/`` (and optionally ``LR_bicubic/X{scale}/``).
+        scale: SR scale; selects the LR subfolder.
+
+    Raises:
+        QdukdError: missing or empty folder, or an LR folder that lacks some images.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise QdukdError(f"data folder not found: {root}")
+    hr_dir = root / "HR" if (root / "HR").is_dir() else root
+    lr_dir = root / "LR_bicubic" / f"X{scale}"
+    has_lr = hr_dir != root and lr_dir.is_dir()
+    pairs = []
+    for hr in list_images(hr_dir):
+        lr = None
+        if has_lr:
+            lr = lr_dir / f"{hr.stem}x{scale}{hr.suffix}"
+            if not lr.is_file():
+                raise QdukdError(f"LR image missing: {lr} (for {hr}); add it or remove {lr_dir} "
+                                 "to make LR with MATLAB bicubic")
+        pairs.append(ImagePair(hr.stem, hr, lr))
+    return pairs
+
+
+def load_pair(pair: ImagePair, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """(LR, HR) uint8 arrays: HR mod-cropped to the scale, LR read or made by MATLAB bicubic.
+
+    Raises:
+        QdukdError: unreadable image, or an LR file whose size is not HR / scale.
+    """
+    hr = modcrop(read_image(pair.hr_path), scale)
+    if pair.lr_path is None:
+        return imresize(hr, 1.0 / scale), hr
+    lr = read_image(pair.lr_path)
+    want = (hr.shape[0] // scale, hr.shape[1] // scale)
+    if lr.shape[:2] != want:
+        raise QdukdError(f"{pair.lr_path} is {lr.shape[1]}x{lr.shape[0]} but HR {pair.hr_path} "
+                         f"needs {want[1]}x{want[0]} at x{scale}: wrong --scale or wrong LR folder?")
+    return lr, hr
+
+
+def set_name(root: str | Path) -> str:
+    """A set's display name: its folder name (the parent's, for a bare ``HR/`` folder)."""
+    root = Path(root).resolve()
+    return root.parent.name if root.name == "HR" else root.name
+
+
+def load_set(root: str | Path, scale: int, progress: bool = False) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Every (name, LR, HR) of a set, in file-name order."""
+    pairs = find_pairs(root, scale)
+    it = tqdm(pairs, desc=f"load {set_name(root)}", leave=False, disable=not progress)
+    return [(p.name, *load_pair(p, scale)) for p in it]
+
+
+def random_crop_flip(lr: np.ndarray, hr: np.ndarray, scale: int, patch: int,
+                     rng: np.random.Generator, augment: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Aligned random crop (``patch`` LR pixels) with flips and 90-degree rotations.
+
+    Args:
+        lr: HxWx3 LR image.
+        hr: (H*scale)x(W*scale)x3 HR image.
+        scale: SR scale.
+        patch: LR patch size; the HR patch is ``patch * scale``.
+        rng: the source of randomness (reproducible per sample).
+        augment: apply a random horizontal flip, vertical flip and transpose.
+    """
+    h, w = lr.shape[:2]
+    top, left = int(rng.integers(0, h - patch + 1)), int(rng.integers(0, w - patch + 1))
+    lr = lr[top : top + patch, left : left + patch]
+    hr = hr[top * scale : (top + patch) * scale, left * scale : (left + patch) * scale]
+    if augment:
+        hflip, vflip, rot = rng.random(3) < 0.5
+        if hflip:
+            lr, hr = lr[:, ::-1], hr[:, ::-1]
+        if vflip:
+            lr, hr = lr[::-1], hr[::-1]
+        if rot:
+            lr, hr = lr.transpose(1, 0, 2), hr.transpose(1, 0, 2)
+    return lr, hr
+
+
+def _hwc_to_chw(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)
+
+
+class TrainPatches(Dataset):
+    """Random LR/HR training patches from one or more sets; LR made once and kept in memory.
+
+    Sample ``i`` is a pure function of ``(seed, i)``, so a run resumed at step k, or sharded
+    across processes, draws exactly the patches an uninterrupted run would.
+
+    Args:
+        roots: HR folders or BasicSR-layout sets.
+        scale: SR scale.
+        patch: LR patch size in pixels.
+        seed: seed of the patch stream.
+        augment: random flips / transposes.
+        progress: show a progress bar while loading.
+    """
+
+    def __init__(self, roots: list[str | Path], scale: int, patch: int, seed: int = 0,
+                 augment: bool = True, progress: bool = True) -> None:
+        pairs = [p for root in roots for p in find_pairs(root, scale)]
+        self.scale, self.patch, self.seed, self.augment = scale, patch, seed, augment
+        self.names: list[str] = []
+        self.lrs: list[np.ndarray] = []
+        self.hrs: list[np.ndarray] = []
+        for pair in tqdm(pairs, desc="load training images", disable=not progress, leave=False):
+            lr, hr = load_pair(pair, scale)
+            if min(lr.shape[:2]) < patch:
+                raise QdukdError(f"{pair.hr_path} is {hr.shape[1]}x{hr.shape[0]}, smaller than the "
+                                 f"{patch * scale}px HR patch: remove it or lower the patch size")
+            self.names.append(pair.name)
+            self.lrs.append(lr)
+            self.hrs.append(hr)
+
+    def __len__(self) -> int:
+        # The stream is endless; the length only bounds one pass of a sampler.
+        return len(self.lrs)
+
+    def image_index(self, i: int) -> int:
+        """Which image sample ``i`` comes from: a fresh permutation every pass over the set."""
+        n = len(self.lrs)
+        perm = np.random.default_rng([self.seed, i // n, 1]).permutation(n)
+        return int(perm[i % n])
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor | int]:
+        k = self.image_index(i)
+        rng = np.random.default_rng([self.seed, i])
+        lr, hr = random_crop_flip(self.lrs[k], self.hrs[k], self.scale, self.patch, rng, self.augment)
+        return {"lr": _hwc_to_chw(lr), "hr": _hwc_to_chw(hr), "image": k}

@@ -1,0 +1,8 @@
+"""User-facing errors: one line that names the problem and the fix."""
+
+
+class QdukdError(Exception):
+    """Bad input (missing file, wrong scale, mismatched checkpoint, ...).
+
+    CLIs print ``error: <message>`` and exit with code 2; library callers can catch it.
+    """

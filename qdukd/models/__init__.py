@@ -1,0 +1,168 @@
+"""The model zoo: plain ``nn.Module`` SR networks, an explicit registry, and checkpoint loading.
+
+Every model maps float32 RGB in [0, 1] (NCHW) to float32 RGB in [0, 1] at ``model.scale``
+times the size, keeps its constructor arguments in ``model.config`` and routes its residual
+adds through :class:`~qdukd.models.common.Add`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import QdukdError
+from .edsr import EDSR
+from .imdn import IMDN
+from .pan import PAN
+from .rcan import RCAN
+from .swinir import SwinIR
+
+MODELS: dict[str, type[nn.Module]] = {"edsr": EDSR, "rcan": RCAN, "swinir": SwinIR, "imdn": IMDN, "pan": PAN}
+
+# Where training frameworks nest the weights, most preferred first (BasicSR saves EMA as params_ema).
+_WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model")
+_SHOW = 5
+
+__all__ = ["MODELS", "EDSR", "IMDN", "PAN", "RCAN", "SwinIR", "build_model", "load_weights", "model_config"]
+
+
+def _check_type(model: str, arg: str, value: Any, hint: Any) -> None:
+    """Reject values that would only fail deep inside torch (e.g. ``num_feat="64"`` from a CLI)."""
+    def ok(v: Any, t: Any) -> bool:
+        if typing.get_origin(t) is not None:  # Sequence[int]: a list or tuple of ints
+            return isinstance(v, (list, tuple)) and all(ok(x, typing.get_args(t)[0]) for x in v)
+        if isinstance(v, bool) and t is not bool:
+            return False
+        return isinstance(v, (int, float)) if t is float else isinstance(v, t)
+
+    if not ok(value, hint):
+        want = hint.__name__ if typing.get_origin(hint) is None else f"a list of {typing.get_args(hint)[0].__name__}"
+        raise QdukdError(f"argument {arg!r} of model {model!r} must be {want}, got {value!r}")
+
+
+def build_model(name: str, scale: int, **kwargs: Any) -> nn.Module:
+    """Build a registry model.
+
+    ``build_model(cfg["name"], **cfg["kwargs"])`` rebuilds a model from :func:`model_config`.
+
+    Args:
+        name: registry name, one of :data:`MODELS`.
+        scale: upscaling factor (2, 3 or 4).
+        **kwargs: the architecture's constructor arguments (see each class); omitted ones keep
+            the paper's defaults.
+
+    Raises:
+        QdukdError: unknown name, unknown or mistyped argument, unsupported scale.
+    """
+    if name not in MODELS:
+        raise QdukdError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}")
+    cls = MODELS[name]
+    valid = [p for p in inspect.signature(cls).parameters if p != "scale"]
+    hints = typing.get_type_hints(cls.__init__)
+    for arg, value in kwargs.items():
+        if arg not in valid:
+            raise QdukdError(f"unknown argument {arg!r} for model {name!r}; valid arguments: {', '.join(valid)}")
+        _check_type(name, arg, value, hints[arg])
+    return cls(scale=scale, **kwargs)
+
+
+def _registry_name(model: nn.Module) -> str | None:
+    return next((n for n, cls in MODELS.items() if type(model) is cls), None)
+
+
+def model_config(model: nn.Module) -> dict[str, Any]:
+    """``{"name": ..., "kwargs": {...}}`` with everything :func:`build_model` needs to rebuild ``model``.
+
+    ``kwargs`` includes ``scale``.
+
+    Raises:
+        QdukdError: ``model`` is not one of the registry's classes.
+    """
+    name = _registry_name(model)
+    if name is None:
+        raise QdukdError(f"{type(model).__name__} is not a registry model "
+                         f"(model_config works for: {', '.join(sorted(MODELS))})")
+    return {"name": name, "kwargs": dict(model.config)}
+
+
+def _read(source: str | Path | Mapping) -> tuple[Mapping, str]:
+    """The raw object of a checkpoint source and a label for messages."""
+    if isinstance(source, Mapping):
+        return source, "state dict"
+    path = Path(source)
+    if not path.is_file():
+        raise QdukdError(f"checkpoint not found: {path} (check the path to the .pth file)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for corrupt, truncated or non-tensor pickles
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise QdukdError(f"cannot read checkpoint {path}: {first} (is it a PyTorch state dict, "
+                         "saved with torch.save and intact?)") from None
+    if not isinstance(obj, Mapping):
+        raise QdukdError(f"checkpoint {path} holds a {type(obj).__name__}, not a state dict "
+                         "(save model.state_dict(), not the model)")
+    return obj, str(path)
+
+
+def _unwrap(obj: Mapping, label: str) -> dict[str, torch.Tensor]:
+    """Take the weights out of BasicSR / Lightning-style wrappers and drop DataParallel's prefix."""
+    for key in _WRAPPER_KEYS:
+        if isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+            break
+    not_tensors = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors or not obj:
+        raise QdukdError(f"checkpoint {label} is not a state dict of tensors (keys: {_few(list(obj))}); "
+                         f"pass the weights or a dict wrapping them under one of {', '.join(_WRAPPER_KEYS)}")
+    sd = dict(obj)
+    if all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def _few(items: list[str]) -> str:
+    more = f", ... ({len(items) - _SHOW} more)" if len(items) > _SHOW else ""
+    return ", ".join(items[:_SHOW]) + more
+
+
+def load_weights(model: nn.Module, source: str | Path | Mapping, strict: bool = True) -> nn.Module:
+    """Load a checkpoint into ``model`` in place and return it.
+
+    Args:
+        model: the network, built with the architecture and scale the checkpoint was trained for.
+        source: a ``.pth`` path, or an in-memory state dict. The weights may be wrapped in a
+            dict under ``params_ema`` (preferred), ``params``, ``state_dict`` or ``model``, and
+            may carry DataParallel's ``module.`` prefix.
+        strict: require the keys to match exactly. With ``strict=False`` missing and
+            unexpected keys are ignored; shape mismatches always raise.
+
+    Raises:
+        QdukdError: the file is missing or unreadable, or the weights do not fit ``model``
+            (names missing/unexpected keys and shape mismatches). After this error the model
+            holds the weights that did fit, as with ``torch.nn.Module.load_state_dict``.
+    """
+    obj, label = _read(source)
+    sd = _unwrap(obj, label)
+    own = model.state_dict()
+    bad = {k for k, v in sd.items() if k in own and v.shape != own[k].shape}
+    # Load the rest (torch would refuse the whole dict) so missing/unexpected keys come from
+    # torch's own matching, which honours the models' hooks for derived buffers.
+    result = model.load_state_dict({k: v for k, v in sd.items() if k not in bad}, strict=False)
+    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in sorted(bad)]
+    missing = [k for k in result.missing_keys if k not in bad]
+    unexpected = result.unexpected_keys
+    if shapes or (strict and (missing or unexpected)):
+        arch = _registry_name(model) or type(model).__name__
+        scale = getattr(model, "scale", "?")
+        parts = [f"{len(shapes)} shape mismatches (checkpoint vs model: {_few(shapes)})"] if shapes else []
+        parts += [f"{len(missing)} missing keys ({_few(missing)})"] if missing else []
+        parts += [f"{len(unexpected)} unexpected keys ({_few(unexpected)})"] if unexpected else []
+        raise QdukdError(f"checkpoint {label} does not fit {arch} x{scale}: {'; '.join(parts)} "
+                         "(wrong --model or --scale, or different --arch arguments, for these weights?)")
+    return model

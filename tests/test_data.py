@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import DEMO, shared_path
+from qdukd.data import TrainPatches, find_pairs, load_pair, load_set, random_crop_flip, set_name
+from qdukd.errors import QdukdError
+from qdukd.resize import imresize
+
+
+def _save(path, arr):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def _img(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_hr_folder_makes_lr_with_matlab_bicubic(tmp_path):
+    hr = _img(50, 42)
+    _save(tmp_path / "a.png", hr)
+    (pair,) = find_pairs(tmp_path, 4)
+    lr, hr_c = load_pair(pair, 4)
+    assert hr_c.shape == (48, 40, 3) and np.array_equal(hr_c, hr[:48, :40])
+    assert np.array_equal(lr, imresize(hr[:48, :40], 0.25))
+
+
+def test_basicsr_layout_uses_lr_files_and_checks_sizes(tmp_path):
+    _save(tmp_path / "S" / "HR" / "a.png", _img(16, 16))
+    lr = _img(8, 8, 1)
+    _save(tmp_path / "S" / "LR_bicubic" / "X2" / "ax2.png", lr)
+    (pair,) = find_pairs(tmp_path / "S", 2)
+    assert np.array_equal(load_pair(pair, 2)[0], lr)
+    assert set_name(tmp_path / "S") == "S" and set_name(tmp_path / "S" / "HR") == "S"
+    # x4: no LR folder -> made on the fly
+    assert find_pairs(tmp_path / "S", 4)[0].lr_path is None
+    _save(tmp_path / "S" / "LR_bicubic" / "X2" / "ax2.png", _img(7, 8))
+    with pytest.raises(QdukdError, match="ax2.png.*wrong --scale"):
+        load_pair(find_pairs(tmp_path / "S", 2)[0], 2)
+    _save(tmp_path / "S" / "HR" / "b.png", _img(16, 16))
+    with pytest.raises(QdukdError, match="LR image missing: .*bx2.png"):
+        find_pairs(tmp_path / "S", 2)
+
+
+def test_bad_folders(tmp_path):
+    with pytest.raises(QdukdError, match="not found"):
+        find_pairs(tmp_path / "nope", 2)
+    with pytest.raises(QdukdError, match="no images"):
+        find_pairs(tmp_path, 2)
+    _save(tmp_path / "small.png", _img(40, 40))
+    with pytest.raises(QdukdError, match="small.png.*smaller than"):
+        TrainPatches([tmp_path], 4, 12, progress=False)
+
+
+def test_crop_is_aligned_and_augmented():
+    hr = _img(64, 48)
+    lr = imresize(hr, 0.25)
+    seen = set()
+    for s in range(40):
+        rng = np.random.default_rng(s)
+        lp, hp = random_crop_flip(lr, hr, 4, 6, rng)
+        assert lp.shape == (6, 6, 3) and hp.shape == (24, 24, 3)
+        # Aligned: the HR patch downscaled is the LR patch up to the resize's border handling.
+        found = False
+        for k in range(8):
+            cand = np.rot90(hp, k % 4) if k < 4 else np.rot90(hp[:, ::-1], k % 4)
+            for t in range(0, 16 - 5):
+                for l in range(0, 12 - 5):
+                    if np.array_equal(hr[t * 4:t * 4 + 24, l * 4:l * 4 + 24], cand):
+                        found = True
+                        seen.add(k)
+        assert found
+    assert len(seen) > 4  # flips and transposes happen
+
+
+def test_train_patches_are_deterministic_per_index():
+    ds = TrainPatches([DEMO / "train"], 4, 16, seed=3, progress=False)
+    a, b = ds[17], ds[17]
+    assert np.array_equal(a["lr"], b["lr"]) and a["lr"].shape == (3, 16, 16) and a["hr"].shape == (3, 64, 64)
+    assert not np.array_equal(ds[18]["hr"], a["hr"])
+    # One pass over len(ds) samples visits every image once.
+    assert sorted(ds.image_index(i) for i in range(len(ds))) == list(range(len(ds)))
+
+
+def test_benchmark_set_loads_with_modcrop():
+    set14 = shared_path("benchmarks", "Set14")
+    items = load_set(set14, 3)
+    assert len(items) == 14
+    for name, lr, hr in items:
+        assert hr.shape[0] % 3 == 0 and hr.shape[1] % 3 == 0
+        assert lr.shape[:2] == (hr.shape[0] // 3, hr.shape[1] // 3)
