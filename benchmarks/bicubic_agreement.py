@@ -12,33 +12,20 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from qdukd.resize import imresize, imresize_torch  # noqa: E402
+from common import RESULTS, SHARED, machine, median_seconds
+from qdukd.atomic import write_json
+from qdukd.data import find_pairs
+from qdukd.images import modcrop, read_image
+from qdukd.resize import imresize, imresize_torch
 
 SETS = ("Set5", "Set14")
 SCALES = (2, 3, 4)
-
-
-def modcrop(img: np.ndarray, s: int) -> np.ndarray:
-    """Crop H and W down to multiples of ``s``."""
-    h, w = img.shape[:2]
-    return img[: h - h % s, : w - w % s]
 
 
 def agreement(bench_dir: Path, set_name: str, s: int) -> dict:
@@ -52,24 +39,18 @@ def agreement(bench_dir: Path, set_name: str, s: int) -> dict:
     Returns:
         A table row: set, scale, images, pixels, pct_pixels_equal, max_abs_diff.
     """
-    hr_dir = bench_dir / set_name / "HR"
-    lr_dir = bench_dir / set_name / "LR_bicubic" / f"X{s}"
     n_img = n_pix = n_eq = 0
     max_diff = 0
-    for hr_path in sorted(hr_dir.glob("*.png")):
-        lr_path = lr_dir / f"{hr_path.stem}x{s}.png"
-        hr = np.asarray(Image.open(hr_path).convert("RGB"))
-        lr = np.asarray(Image.open(lr_path).convert("RGB"))
+    for pair in find_pairs(bench_dir / set_name, s):
+        hr, lr = read_image(pair.hr_path), read_image(pair.lr_path)
         out = imresize(modcrop(hr, s), 1 / s)
         if out.shape != lr.shape:
-            raise SystemExit(f"error: shape mismatch for {hr_path.name} x{s}: {out.shape} vs {lr.shape}")
+            raise SystemExit(f"error: shape mismatch for {pair.name} x{s}: {out.shape} vs {lr.shape}")
         diff = np.abs(out.astype(np.int16) - lr.astype(np.int16))
         n_img += 1
         n_pix += diff.shape[0] * diff.shape[1]
         n_eq += int((diff.max(axis=-1) == 0).sum())
         max_diff = max(max_diff, int(diff.max()))
-    if n_img == 0:
-        raise SystemExit(f"error: no PNGs in {hr_dir}")
     return {
         "set": set_name,
         "scale": s,
@@ -83,18 +64,14 @@ def agreement(bench_dir: Path, set_name: str, s: int) -> dict:
 def time_torch(runs: int = 50, backward: bool = False) -> float:
     """Median wall time (ms) of imresize_torch on a 16x3x48x48 float32 batch -> 1/4."""
     x = torch.rand(16, 3, 48, 48, requires_grad=backward)
-    times = []
-    for i in range(runs + 5):
-        t0 = time.perf_counter()
+
+    def run() -> None:
         y = imresize_torch(x, 1 / 4)
         if backward:
             y.sum().backward()
-        if x.is_cuda:
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        if i >= 5:  # warm-up (weight matrices are built and cached on the first call)
-            times.append(dt)
-    return 1000.0 * statistics.median(times)
+
+    # Warm-up builds and caches the weight matrices.
+    return 1000.0 * median_seconds(run, runs, warmup=5)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         Process exit code.
     """
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data",
+    ap.add_argument("--data", type=Path, default=SHARED,
                     help="reference data folder (default: ../shared/data)")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bicubic_agreement.json",
+    ap.add_argument("--out", type=Path, default=RESULTS / "bicubic_agreement.json",
                     help="JSON output path")
     ap.add_argument("--runs", type=int, default=50, help="timing runs (median reported)")
     args = ap.parse_args(argv)
@@ -141,20 +118,9 @@ def main(argv: list[str] | None = None) -> int:
             "forward_median_ms": fwd_ms,
             "forward_backward_median_ms": fwd_bwd_ms,
         },
-        "env": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
-                "machine": platform.machine()},
+        "machine": machine(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=args.out.parent, prefix=args.out.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, args.out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_json(args.out, result)
     print(f"wrote {args.out}")
     return 0
 

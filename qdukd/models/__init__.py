@@ -17,19 +17,20 @@ import torch
 from torch import nn
 
 from ..errors import QdukdError
+from .bicubic import Bicubic
 from .edsr import EDSR
 from .imdn import IMDN
 from .pan import PAN
 from .rcan import RCAN
 from .swinir import SwinIR
 
-MODELS: dict[str, type[nn.Module]] = {"edsr": EDSR, "rcan": RCAN, "swinir": SwinIR, "imdn": IMDN, "pan": PAN}
+MODELS: dict[str, type[nn.Module]] = {"bicubic": Bicubic, "edsr": EDSR, "rcan": RCAN, "swinir": SwinIR, "imdn": IMDN, "pan": PAN}
 
 # Where training frameworks nest the weights, most preferred first (BasicSR saves EMA as params_ema).
 _WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model")
 _SHOW = 5
 
-__all__ = ["MODELS", "EDSR", "IMDN", "PAN", "RCAN", "SwinIR", "build_model", "load_weights", "model_config"]
+__all__ = ["MODELS", "Bicubic", "EDSR", "IMDN", "PAN", "RCAN", "SwinIR", "build_model", "load_weights", "model_config"]
 
 
 def _check_type(model: str, arg: str, value: Any, hint: Any) -> None:
