@@ -152,14 +152,24 @@ class TrainPatches(Dataset):
         # The stream is endless; the length only bounds one pass of a sampler.
         return len(self.lrs)
 
-    def image_index(self, i: int) -> int:
+    def image_index(self, i: int, stream: int = 0) -> int:
         """Which image sample ``i`` comes from: a fresh permutation every pass over the set."""
         n = len(self.lrs)
-        perm = np.random.default_rng([self.seed, i // n, 1]).permutation(n)
+        perm = np.random.default_rng([self.seed, stream, i // n, 1]).permutation(n)
         return int(perm[i % n])
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor | int]:
-        k = self.image_index(i)
-        rng = np.random.default_rng([self.seed, i])
+    def sample(self, i: int, stream: int = 0) -> dict[str, torch.Tensor | int]:
+        """Sample ``i`` of an independent patch stream (0 = training, others e.g. calibration)."""
+        k = self.image_index(i, stream)
+        rng = np.random.default_rng([self.seed, stream, i])
         lr, hr = random_crop_flip(self.lrs[k], self.hrs[k], self.scale, self.patch, rng, self.augment)
         return {"lr": _hwc_to_chw(lr), "hr": _hwc_to_chw(hr), "image": k}
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor | int]:
+        return self.sample(i)
+
+
+def calibration_batches(data: TrainPatches, batch: int, count: int) -> list[torch.Tensor]:
+    """``count`` LR batches for quantization calibration, from a stream training never draws."""
+    return [torch.stack([data.sample(i, stream=1)["lr"] for i in range(k * batch, (k + 1) * batch)])
+            for k in range(count)]

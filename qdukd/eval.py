@@ -12,18 +12,24 @@ import sys
 
 import torch
 
+from torch import nn
+
 from .atomic import write_json
+from .checkpoint import is_checkpoint, load_checkpoint, student_from_checkpoint
 from .cli import EXIT_OK, parse_kv, run
+from .data import TrainPatches, calibration_batches
+from .errors import QdukdError
 from .metrics import CONVENTIONS
 from .models import MODELS, build_model, load_weights
+from .quant import QuantConfig, calibrate, prepare_qat
 from .scoring import format_table, score_set, torch_sr_function
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m qdukd.eval", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, choices=sorted(MODELS), help="architecture")
-    p.add_argument("--scale", type=int, required=True, choices=(2, 3, 4), help="SR scale")
-    p.add_argument("--weights", help="state_dict / BasicSR checkpoint (omit for random weights)")
+    p.add_argument("--model", choices=sorted(MODELS), help="architecture (not needed for a qdukd checkpoint)")
+    p.add_argument("--scale", type=int, choices=(2, 3, 4), help="SR scale (not needed for a qdukd checkpoint)")
+    p.add_argument("--weights", help="a qdukd training checkpoint, or a state_dict / BasicSR file for --model")
     p.add_argument("--arch", nargs="*", default=[], metavar="KEY=VALUE",
                    help="constructor arguments, e.g. num_feat=256 num_block=32 res_scale=0.1")
     p.add_argument("--data", nargs="+", required=True, metavar="DIR",
@@ -31,8 +37,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ycbcr", choices=CONVENTIONS, default="float",
                    help="Y convention: float (BasicSR, RCAN, PAN, IMDN) or uint8 (rounded Y)")
     p.add_argument("--json", metavar="OUT", help="write the per-image results here")
+    p.add_argument("--quant", metavar="SPEC", help="post-training quantization before evaluating, e.g. w8a8 "
+                   "or w4a4,head_tail=int8 (needs --calibrate)")
+    p.add_argument("--calibrate", nargs="+", metavar="DIR", help="images whose LR patches set the --quant ranges")
+    p.add_argument("--calib-batches", type=int, default=8, help="calibration batches of 8 patches (48 px LR)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return p
+
+
+def _load_model(args: argparse.Namespace) -> tuple[str, int, nn.Module]:
+    """(name, scale, model) from --weights as a qdukd checkpoint, or from --model/--scale."""
+    if args.weights and is_checkpoint(args.weights):
+        ckpt = load_checkpoint(args.weights)
+        scale = ckpt["recipe"]["data"]["scale"]
+        if args.scale not in (None, scale):
+            raise QdukdError(f"{args.weights} is a x{scale} model, not x{args.scale}: drop --scale or fix it")
+        return ckpt["recipe"]["student"]["model"], scale, student_from_checkpoint(ckpt)
+    if not args.model or not args.scale:
+        raise QdukdError("--model and --scale are required unless --weights is a qdukd training checkpoint")
+    model = build_model(args.model, args.scale, **parse_kv(args.arch, "--arch"))
+    if args.weights:
+        load_weights(model, args.weights)
+    return args.model, args.scale, model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,15 +67,20 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
-        model = build_model(args.model, args.scale, **parse_kv(args.arch, "--arch"))
-        if args.weights:
-            load_weights(model, args.weights)
+        name, scale, model = _load_model(args)
+        if args.quant:
+            if not args.calibrate:
+                raise QdukdError("--quant needs --calibrate DIR [DIR ...]: images to set the ranges from")
+            prepare_qat(model, QuantConfig.from_string(args.quant))
+            patches = TrainPatches(args.calibrate, scale, patch=48, augment=False)
+            calibrate(model, calibration_batches(patches, 8, args.calib_batches))
+            name += f" ({args.quant} PTQ)"
         sr_fn = torch_sr_function(model)
-        sets = [score_set(sr_fn, d, args.scale, args.ycbcr) for d in args.data]
-        print(format_table(sets, f"{args.model} x{args.scale}, PSNR/SSIM on Y ({args.ycbcr} convention)"))
+        sets = [score_set(sr_fn, d, scale, args.ycbcr) for d in args.data]
+        print(format_table(sets, f"{name} x{scale}, PSNR/SSIM on Y ({args.ycbcr} convention)"))
         if args.json:
-            write_json(args.json, {"model": args.model, "scale": args.scale, "convention": args.ycbcr,
-                                   "sets": [s.to_dict() for s in sets]})
+            write_json(args.json, {"model": name, "scale": scale, "convention": args.ycbcr,
+                                   "quant": args.quant, "sets": [s.to_dict() for s in sets]})
         return EXIT_OK
 
     return run(body)

@@ -381,3 +381,15 @@ def test_registry_models_as_student_and_teacher():
     terms = compute_losses(student, teacher, lr, hr, 2, DukdConfig(), gen())
     terms["total"].backward()
     assert set(terms) == EXPECTED_KEYS["dukd", True]
+
+
+def test_sharded_draws_match_the_whole_batch():
+    # Two "processes" with half the batch each see exactly the terms of one process with all of it.
+    lr, hr = data()
+    student, teacher = tiny_sr(2, seed=2), Teacher(tiny_sr(2, seed=1))
+    cfg = DukdConfig(p=0.5, n_zoom_in=2, zoom_out=False)
+    whole = dukd_aux_terms(student, teacher, lr, hr, 2, cfg, gen())["zoom_in_kd"]
+    n = lr.shape[0] // 2
+    halves = [dukd_aux_terms(student, teacher, lr[r * n:(r + 1) * n], hr[r * n:(r + 1) * n], 2, cfg, gen(),
+                             shard=(r, 2))["zoom_in_kd"] for r in range(2)]
+    assert torch.allclose(whole, sum(halves) / 2, atol=1e-7)

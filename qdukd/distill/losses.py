@@ -152,9 +152,15 @@ def label_consistency_loss(student: Net, tiles: Tensor, ops: Tensor, target: Ten
     return err / target.numel()
 
 
-def _draw_zoom_in(hr: Tensor, scale: int, cfg: DukdConfig, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    tiles = zoom_in_tiles(hr, scale, zoom_in_count(scale, cfg.n_zoom_in), generator)
-    return tiles, sample_ops(tiles.shape[0], cfg.p, generator)
+def _draw_zoom_in(hr: Tensor, scale: int, cfg: DukdConfig, generator: torch.Generator,
+                  shard: tuple[int, int] = (0, 1)) -> tuple[Tensor, Tensor]:
+    n = zoom_in_count(scale, cfg.n_zoom_in)
+    tiles = zoom_in_tiles(hr, scale, n, generator)
+    rank, world = shard
+    # Draw for the global batch and keep this rank's rows, so N processes draw exactly what one
+    # process with the whole batch would (tiles are position-major: (n, world, local)).
+    ops = sample_ops(tiles.shape[0] * world, cfg.p, generator)
+    return tiles, ops.view(n, world, hr.shape[0], -1)[:, rank].reshape(tiles.shape[0], -1)
 
 
 def _aux_terms(student: Net, teacher: Net | None, lr: Tensor, scale: int, cfg: DukdConfig, tiles: Tensor,
@@ -173,8 +179,8 @@ def _aux_terms(student: Net, teacher: Net | None, lr: Tensor, scale: int, cfg: D
 
 
 def dukd_aux_terms(student: Net, teacher: Net, lr: Tensor, hr: Tensor, scale: int, cfg: DukdConfig,
-                   generator: torch.Generator,
-                   teacher_targets: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+                   generator: torch.Generator, teacher_targets: Mapping[str, Tensor] | None = None,
+                   shard: tuple[int, int] = (0, 1)) -> dict[str, Tensor]:
     """DUKD's auxiliary terms on upcycled inputs (computed whatever ``cfg.mode`` says).
 
     Draws the zoom-in tile positions, then the augmentations, from ``generator`` (in that
@@ -189,12 +195,14 @@ def dukd_aux_terms(student: Net, teacher: Net, lr: Tensor, hr: Tensor, scale: in
         cfg: Weights, augmentation probability, tile count, zoom-out switch, inverse mode.
         generator: Source of all randomness.
         teacher_targets: Optional precomputed ``{"zoom_out": T(zoom_out(lr, s))}``.
+        shard: ``(rank, world)`` when the global batch is split over processes: ``lr``/``hr``
+            are this rank's contiguous share, and the random draws match a single process.
 
     Returns:
         ``{"zoom_in_kd", ["zoom_out_pix", "zoom_out_kd"], "total"}``.
     """
     targets = _targets(teacher_targets)
-    tiles, ops = _draw_zoom_in(hr, scale, cfg, generator)
+    tiles, ops = _draw_zoom_in(hr, scale, cfg, generator, shard)
     return _aux_terms(student, teacher, lr, scale, cfg, tiles, ops, None, targets)
 
 

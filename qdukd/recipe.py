@@ -1,0 +1,151 @@
+"""Training recipes: typed, frozen sections read from TOML, with ``key=value`` overrides.
+
+A recipe file has the sections ``[data] [teacher] [student] [quant] [dukd] [train] [eval]``.
+Unknown keys are errors (with the closest valid key suggested), so a typo never becomes a
+silent default. Paths starting with ``demo:`` point into the bundled demo images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .config import from_dict, override, to_dict
+from .distill import DukdConfig
+from .errors import QdukdError
+from .metrics import Convention
+from .quant.config import QuantConfig
+from .tomlcompat import tomllib
+
+DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
+
+
+def resolve_path(path: str) -> Path:
+    """``demo:train`` -> the bundled demo folder; anything else as given."""
+    return DEMO_DATA / path[5:] if path.startswith("demo:") else Path(path)
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """Training data: HR folders or BasicSR-layout sets, cut into random patches."""
+
+    train: tuple[str, ...] = ("demo:train",)
+    scale: int = 4
+    patch: int = 48  # LR patch size
+    batch: int = 16
+    augment: bool = True
+
+
+@dataclass(frozen=True)
+class TeacherSection:
+    """The frozen FP teacher; ``model = ""`` means none (GT-only training)."""
+
+    model: str = ""
+    weights: str = ""
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StudentSection:
+    """The student architecture and an optional FP checkpoint to start from."""
+
+    model: str = "edsr"
+    args: dict[str, Any] = field(default_factory=dict)
+    init: str = ""
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    """Optimisation, schedule, logging and checkpoints."""
+
+    iters: int = 1000
+    optimizer: Literal["adam", "adamw"] = "adam"
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    scheduler: Literal["multistep", "cosine", "constant"] = "multistep"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    ema: float = 0.0  # EMA decay of the student weights; 0 = off
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+    log_every: int = 50
+    val_every: int = 0  # 0 = only at the end
+    ckpt_every: int = 0  # 0 = only at the end
+    calib_batches: int = 4  # batches that initialise the quantization ranges
+
+
+@dataclass(frozen=True)
+class EvalSection:
+    """Validation sets (PSNR_Y) used during and after training."""
+
+    sets: tuple[str, ...] = ("demo:val",)
+    convention: Convention = "float"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    data: DataSection = field(default_factory=DataSection)
+    teacher: TeacherSection = field(default_factory=TeacherSection)
+    student: StudentSection = field(default_factory=StudentSection)
+    quant: QuantConfig | None = None  # None: an FP student
+    dukd: DukdConfig = field(default_factory=DukdConfig)
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Recipe":
+        return from_dict(cls, data)
+
+    def with_overrides(self, pairs: list[str]) -> "Recipe":
+        """Apply ``["train.iters=1000", "dukd.mode=kd"]`` in order."""
+        recipe = self
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            if not sep:
+                raise QdukdError(f"override must look like section.key=value, got {pair!r}")
+            recipe = override(recipe, key.strip(), value.strip())
+        return recipe
+
+
+def _read_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a recipe file, following ``extends = "base.toml"`` (relative to the file)."""
+    if not path.is_file():
+        raise QdukdError(f"recipe not found: {path}")
+    if path.resolve() in seen:
+        raise QdukdError(f"{path}: 'extends' loops back to itself")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise QdukdError(f"{path}: not valid TOML: {e}") from None
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    return _merge(_read_toml(path.parent / base, seen + (path.resolve(),)), data)
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Read a TOML recipe (``extends`` chains merged) and apply ``key=value`` overrides.
+
+    Raises:
+        QdukdError: missing file, TOML syntax error, unknown key or wrong type.
+    """
+    path = Path(path)
+    data = _read_toml(path)
+    try:
+        return Recipe.from_dict(data).with_overrides(list(overrides))
+    except QdukdError as e:
+        raise QdukdError(f"{path}: {e}") from None

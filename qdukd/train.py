@@ -1,0 +1,74 @@
+"""``python -m qdukd.train RECIPE --out DIR [--resume] [key=value ...]``: distil a student.
+
+Under ``torchrun --nproc_per_node N`` the same command trains with DistributedDataParallel
+(gloo on CPU, NCCL on GPU); the global batch stays ``data.batch``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch.distributed as dist
+
+from .cli import EXIT_FAILED, EXIT_OK, run
+from .recipe import load_recipe
+from .models import build_model
+from .scoring import SetScore
+from .trainer import Trainer
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m qdukd.train", description=__doc__.splitlines()[0])
+    p.add_argument("recipe", help="a TOML recipe, e.g. recipes/demo.toml")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. train.iters=1000")
+    p.add_argument("--out", required=True, help="run folder: checkpoints DIR/step_*.pt and DIR/last.pt, log.csv")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    return p
+
+
+def _print_summary(trainer: Trainer, scores: list[SetScore]) -> None:
+    """The student's validation PSNR beside its teacher's and bicubic's, on the same sets."""
+    r = trainer.recipe
+    if not scores:
+        print(f"stopped at step {trainer.step}; resume with --resume")
+    else:
+        rows = {"student": scores, "bicubic": trainer.score(build_model("bicubic", r.data.scale))}
+        if trainer.teacher is not None:
+            rows["teacher"] = trainer.score(trainer.teacher.net)
+        print(f"step {trainer.step}/{r.train.iters}, PSNR_Y ({r.eval.convention} Y convention):")
+        names = [s.name for s in scores]
+        print(f"{'model':<10}" + "".join(f"{n:>12}" for n in names))
+        for label, sets in rows.items():
+            print(f"{label:<10}" + "".join(f"{s.psnr_y:>12.4f}" for s in sets))
+    print(f"checkpoint: {trainer.out / 'last.pt'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        recipe = load_recipe(args.recipe, args.overrides)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if recipe.train.device.startswith("cuda") else "gloo")
+        try:
+            trainer = Trainer(recipe, args.out, resume=args.resume, progress=not args.no_progress)
+            try:
+                scores = trainer.fit()
+            except FloatingPointError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return EXIT_FAILED
+            if trainer.dist.main:
+                _print_summary(trainer, scores)
+            return EXIT_OK
+        finally:
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+    return run(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,352 @@
+"""The training loop: a (quantized) student distilled from a frozen teacher, one readable loop.
+
+Everything a resumed run needs lives in the checkpoint (see :mod:`qdukd.checkpoint`); patches
+are a pure function of ``(seed, sample index)``, so resuming at step k, or splitting the batch
+over processes, draws exactly what one uninterrupted process would.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from .checkpoint import is_checkpoint, load_checkpoint, save_checkpoint
+from .data import TrainPatches, calibration_batches
+from .distill import Teacher, dukd_aux_terms, standard_terms
+from .errors import QdukdError
+from .models import build_model, load_weights, model_config
+from .quant import activation_range_parameters, calibrate, prepare_qat, quant_state
+from .recipe import Recipe, resolve_path
+from .scoring import SetScore, score_set, torch_sr_function
+
+
+def learning_rate(step: int, recipe: Recipe) -> float:
+    """The learning rate at ``step`` (a pure function, so resuming needs no scheduler state)."""
+    t = recipe.train
+    if t.scheduler == "cosine":
+        return t.lr * 0.5 * (1 + math.cos(math.pi * min(step, t.iters) / max(t.iters, 1)))
+    if t.scheduler == "multistep":
+        return t.lr * t.gamma ** sum(step >= m for m in t.milestones)
+    return t.lr
+
+
+class EMA:
+    """Exponential moving average of the student's parameters and buffers."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.state[k].lerp_(v, 1.0 - self.decay)
+            else:
+                self.state[k].copy_(v)
+
+
+@dataclass
+class Distributed:
+    """This process's place in a torchrun job (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def from_env(cls) -> "Distributed":
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size())
+        return cls()
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _collate(items: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.stack([i["lr"] for i in items]), torch.stack([i["hr"] for i in items])
+
+
+class Trainer:
+    """Builds everything from a recipe, trains, validates and checkpoints.
+
+    Args:
+        recipe: the full training recipe.
+        out_dir: where checkpoints, ``log.csv`` and TensorBoard events go.
+        resume: continue from the newest checkpoint in ``out_dir``.
+        progress: show a progress bar (rank 0 only).
+    """
+
+    def __init__(self, recipe: Recipe, out_dir: str | Path, resume: bool = False, progress: bool = True) -> None:
+        self.recipe, self.out = recipe, Path(out_dir)
+        self.dist = Distributed.from_env()
+        self.progress = progress and self.dist.main
+        r = recipe
+        if r.data.batch % self.dist.world:
+            raise QdukdError(f"data.batch={r.data.batch} must divide by the {self.dist.world} processes")
+        if r.dukd.mode != "gt" and not r.teacher.model:
+            raise QdukdError(f"dukd.mode={r.dukd.mode!r} needs a teacher: set teacher.model and teacher.weights")
+        if r.train.threads:
+            torch.set_num_threads(r.train.threads)
+        self.device = torch.device(r.train.device)
+        torch.manual_seed(r.train.seed)
+        self.data = TrainPatches([resolve_path(p) for p in r.data.train], r.data.scale, r.data.patch,
+                                 seed=r.train.seed, augment=r.data.augment, progress=self.progress)
+        self.teacher = self._build_teacher()
+        self.student = build_model(r.student.model, r.data.scale, **r.student.args).to(self.device)
+        if r.student.init:
+            self._load_init(resolve_path(r.student.init))
+        if r.quant is not None:
+            prepare_qat(self.student, r.quant)
+        self.step = 0
+        self.optimizer = self._build_optimizer()
+        self.ema = EMA(self.student, r.train.ema) if r.train.ema > 0 else None
+        self.generator = torch.Generator().manual_seed(r.train.seed)
+        self.metrics: dict[str, float] = {}
+        ckpt = self.latest_checkpoint() if resume else None
+        if ckpt is not None:
+            self._restore(load_checkpoint(ckpt))
+        elif r.quant is not None:
+            self._calibrate()
+        self.model = self.student
+        if self.dist.world > 1:
+            self.model = nn.parallel.DistributedDataParallel(self.student)
+        self._stop_requested = False
+
+    # -- construction -------------------------------------------------------------------------
+    def _build_teacher(self) -> Teacher | None:
+        t = self.recipe.teacher
+        if self.recipe.dukd.mode == "gt" or not t.model:
+            return None
+        net = build_model(t.model, self.recipe.data.scale, **t.args)
+        if not t.weights:
+            raise QdukdError("teacher.weights is empty: a teacher needs its pretrained weights")
+        load_weights(net, resolve_path(t.weights))
+        return Teacher(net.to(self.device))
+
+    def _load_init(self, path: Path) -> None:
+        """Start from FP weights: a plain state_dict, or an FP qdukd run's checkpoint (EMA first)."""
+        if is_checkpoint(path):
+            ckpt = load_checkpoint(path)
+            if ckpt.get("quant") is not None:
+                raise QdukdError(f"student.init {path} is a quantized run; start QAT from an FP checkpoint")
+            load_weights(self.student, ckpt["ema"] if ckpt.get("ema") is not None else ckpt["student"])
+        else:
+            load_weights(self.student, path)
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        t = self.recipe.train
+        cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
+        return cls(self.student.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+
+    def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's share of the global batch of ``step``."""
+        b = self.recipe.data.batch
+        local = b // self.dist.world
+        start = step * b + self.dist.rank * local
+        lr, hr = _collate([self.data[i] for i in range(start, start + local)])
+        return lr.to(self.device), hr.to(self.device)
+
+    @torch.no_grad()
+    def _calibrate(self) -> None:
+        """Initialise quantization ranges on real training batches (the same ones on every rank)."""
+        batches = calibration_batches(self.data, self.recipe.data.batch, self.recipe.train.calib_batches)
+        calibrate(self.student, [b.to(self.device) for b in batches])
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def latest_checkpoint(self) -> Path | None:
+        ckpts = sorted(self.out.glob("step_*.pt"))
+        return ckpts[-1] if ckpts else None
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "recipe": self.recipe.to_dict(),
+            "model": model_config(self.student),
+            "student": self.student.state_dict(),
+            "quant": quant_state(self.student) if self.recipe.quant is not None else None,
+            "ema": self.ema.state if self.ema else None,
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "rng": {"torch": torch.get_rng_state(), "generator": self.generator.get_state()},
+            "metrics": self.metrics,
+        }
+
+    def save(self) -> Path:
+        path = self.out / f"step_{self.step:08d}.pt"
+        if self.dist.main:
+            save_checkpoint(path, self.state())
+            save_checkpoint(self.out / "last.pt", self.state())
+        return path
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        saved = Recipe.from_dict(ckpt["recipe"])
+        if saved.student != self.recipe.student or saved.quant != self.recipe.quant:
+            raise QdukdError("the checkpoint's student/quant sections differ from this recipe's: "
+                             "resume with the recipe that started the run")
+        self.student.load_state_dict(ckpt["student"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.ema is not None and ckpt["ema"] is not None:
+            self.ema.state = ckpt["ema"]
+        self.step = ckpt["step"]
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        self.generator.set_state(ckpt["rng"]["generator"])
+        self.metrics = ckpt.get("metrics", {})
+
+    # -- training -----------------------------------------------------------------------------
+    def train_step(self, step: int) -> dict[str, float]:
+        """One iteration; returns the named loss terms as floats."""
+        r = self.recipe
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(step, r)
+        lr, hr = self._batch(step)
+        self.model.train()
+        terms = standard_terms(self.model, self.teacher, lr, hr, r.dukd)
+        self._backward(terms, step)
+        if r.dukd.mode == "dukd":
+            if r.dukd.schedule == "two_step":
+                self._optimizer_step(zero=False)  # the reference lets gradients accumulate
+            aux = dukd_aux_terms(self.model, self.teacher, lr, hr, r.data.scale, r.dukd, self.generator,
+                                 shard=(self.dist.rank, self.dist.world))
+            # Auxiliary inputs (sharp tiles, tiny zoom-outs, inverted colours) are not what the
+            # deployed model sees; by default they do not move the activation ranges.
+            frozen = r.quant is not None and not r.dukd.aux_updates_ranges
+            self._backward(aux, step, freeze_ranges=frozen)
+            terms = {**{k: v for k, v in terms.items() if k != "total"}, **aux,
+                     "total": terms["total"].detach() + aux["total"].detach()}
+        self._optimizer_step(zero=True)
+        if self.ema is not None:
+            self.ema.update(self.student)
+        return {k: float(v.detach()) for k, v in terms.items()}
+
+    def _backward(self, terms: dict[str, torch.Tensor], step: int, freeze_ranges: bool = False) -> None:
+        for name, value in terms.items():
+            if not torch.isfinite(value):
+                raise FloatingPointError(f"loss term {name!r} is {float(value.detach())} at step {step}: "
+                                         "lower train.lr or set train.grad_clip")
+        if freeze_ranges:
+            with _frozen_grads(activation_range_parameters(self.student)):
+                terms["total"].backward()
+        else:
+            terms["total"].backward()
+
+    def _optimizer_step(self, zero: bool) -> None:
+        if self.recipe.train.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.student.parameters(), self.recipe.train.grad_clip)
+        self.optimizer.step()
+        if zero:
+            self.optimizer.zero_grad(set_to_none=True)
+
+    def score(self, model: nn.Module) -> list[SetScore]:
+        """PSNR_Y / SSIM_Y of any model on the recipe's validation sets."""
+        sr_fn = torch_sr_function(model.to(self.device), self.device)
+        return [score_set(sr_fn, resolve_path(s), self.recipe.data.scale, self.recipe.eval.convention,
+                          progress=False) for s in self.recipe.eval.sets]
+
+    def validate(self) -> list[SetScore]:
+        """PSNR_Y of the EMA (if any) or live student on the recipe's validation sets."""
+        model = self.student
+        if self.ema is not None:
+            model = copy.deepcopy(self.student)
+            model.load_state_dict(self.ema.state)
+        scores = self.score(model)
+        self.student.train()
+        self.metrics = {s.name: s.psnr_y for s in scores}
+        return scores
+
+    def fit(self) -> list[SetScore]:
+        """Train to ``train.iters``; Ctrl-C / SIGTERM saves a checkpoint and stops cleanly."""
+        r = self.recipe
+        self.out.mkdir(parents=True, exist_ok=True)
+        log = _CsvLog(self.out / "log.csv") if self.dist.main else None
+        tb = _tensorboard(self.out) if self.dist.main else None
+        previous = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        bar = tqdm(total=r.train.iters, initial=self.step, desc="train", disable=not self.progress,
+                   dynamic_ncols=True)
+        scores: list[SetScore] = []
+        try:
+            t0, done = time.perf_counter(), 0
+            while self.step < r.train.iters and not self._stop_requested:
+                terms = self.train_step(self.step)
+                self.step += 1
+                done += 1
+                bar.update(1)
+                if self.step % max(r.train.log_every, 1) == 0 or self.step == r.train.iters:
+                    rate = done / (time.perf_counter() - t0)
+                    if log:
+                        log.write(self.step, learning_rate(self.step - 1, r), rate, terms, self.metrics)
+                    if tb:
+                        for k, v in terms.items():
+                            tb.add_scalar(f"loss/{k}", v, self.step)
+                    bar.set_postfix(loss=f"{terms['total']:.4f}", it_s=f"{rate:.2f}",
+                                    **{f"psnr_{k}": f"{v:.2f}" for k, v in self.metrics.items()})
+                if r.train.val_every and self.step % r.train.val_every == 0 and self.step < r.train.iters:
+                    scores = self.validate()
+                    if tb:
+                        for k, v in self.metrics.items():
+                            tb.add_scalar(f"psnr_y/{k}", v, self.step)
+                if r.train.ckpt_every and self.step % r.train.ckpt_every == 0:
+                    self.save()
+            if not self._stop_requested:
+                scores = self.validate()
+            self.save()
+        finally:
+            bar.close()
+            for s, h in previous.items():
+                signal.signal(s, h)
+            if tb:
+                tb.close()
+        return scores
+
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        if self.progress:
+            tqdm.write(f"signal {signum}: saving a checkpoint at step {self.step} and stopping")
+        self._stop_requested = True
+
+
+class _frozen_grads:
+    """Keep the gradients of ``params`` as they are across a backward pass."""
+
+    def __init__(self, params: list[nn.Parameter]) -> None:
+        self.params = params
+
+    def __enter__(self) -> None:
+        self.saved = [None if p.grad is None else p.grad.clone() for p in self.params]
+
+    def __exit__(self, *exc: Any) -> None:
+        for p, g in zip(self.params, self.saved):
+            p.grad = g
+
+
+class _CsvLog:
+    def __init__(self, path: Path) -> None:
+        self.path, self.fields = path, None
+
+    def write(self, step: int, lr: float, rate: float, terms: dict[str, float], metrics: dict[str, float]) -> None:
+        row = {"step": step, "lr": lr, "it_per_s": round(rate, 4), **terms,
+               **{f"psnr_y/{k}": v for k, v in metrics.items()}}
+        new = not self.path.exists()
+        with self.path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row), extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(out / "tb"))

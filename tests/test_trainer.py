@@ -1,0 +1,174 @@
+"""The trainer and `python -m qdukd.train`: resume, signals, NaN, recipes, DDP."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from qdukd.checkpoint import load_checkpoint, student_from_checkpoint
+from qdukd.errors import QdukdError
+from qdukd.models import build_model
+from qdukd.recipe import Recipe, load_recipe
+from qdukd.trainer import Trainer, learning_rate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = [
+    "data.patch=12", "data.batch=4", "student.args={num_feat=8, num_block=1}",
+    "teacher.model=\"edsr\"", "teacher.args={num_feat=8, num_block=1}",
+    "train.log_every=1", "train.calib_batches=1", "train.ema=0.9", "eval.sets=[\"demo:val\"]",
+]
+
+
+@pytest.fixture
+def teacher_file(tmp_path) -> str:
+    torch.manual_seed(0)
+    path = tmp_path / "teacher.pth"
+    torch.save(build_model("edsr", 4, num_feat=8, num_block=1).state_dict(), path)
+    return str(path)
+
+
+def tiny_recipe(teacher_file: str, *overrides: str) -> Recipe:
+    return Recipe().with_overrides([*TINY, f"teacher.weights=\"{teacher_file}\"", *overrides])
+
+
+def test_learning_rate_schedules():
+    r = Recipe().with_overrides(["train.lr=1.0", "train.iters=100", "train.milestones=[10, 20]"])
+    assert [learning_rate(s, r) for s in (0, 9, 10, 19, 20)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+    c = r.with_overrides(["train.scheduler=\"cosine\""])
+    assert learning_rate(0, c) == 1.0 and learning_rate(50, c) == pytest.approx(0.5) and learning_rate(100, c) < 1e-12
+
+
+@pytest.mark.parametrize("schedule", ["single", "two_step"])
+def test_resume_gives_identical_weights(tmp_path, teacher_file, schedule):
+    recipe = tiny_recipe(teacher_file, "train.iters=6", "quant={w_bits=4, a_bits=4}",
+                         f"dukd.schedule=\"{schedule}\"")
+    full = Trainer(recipe, tmp_path / "full", progress=False)
+    full.fit()
+    part = Trainer(recipe.with_overrides(["train.iters=3"]), tmp_path / "part", progress=False)
+    part.fit()
+    resumed = Trainer(recipe, tmp_path / "part", resume=True, progress=False)
+    assert resumed.step == 3
+    resumed.fit()
+    a, b = full.student.state_dict(), resumed.student.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(full.ema.state[k], resumed.ema.state[k]) for k in a)
+
+
+def test_checkpoint_alone_rebuilds_the_quantized_student(tmp_path, teacher_file):
+    recipe = tiny_recipe(teacher_file, "train.iters=2", "quant={w_bits=4, a_bits=4}")
+    trainer = Trainer(recipe, tmp_path, progress=False)
+    trainer.fit()
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert Recipe.from_dict(ckpt["recipe"]) == recipe and ckpt["step"] == 2
+    model = student_from_checkpoint(ckpt, use_ema=False)
+    x = torch.rand(1, 3, 10, 12)
+    trainer.student.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), trainer.student(x))
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*"))
+
+
+def test_nan_loss_names_step_and_term(tmp_path, teacher_file):
+    sd = torch.load(teacher_file, weights_only=True)
+    sd["conv_last.bias"][:] = float("nan")
+    torch.save(sd, teacher_file)
+    trainer = Trainer(tiny_recipe(teacher_file, "train.iters=3", "dukd.mode=\"kd\""), tmp_path, progress=False)
+    with pytest.raises(FloatingPointError, match=r"'kd' is nan at step 0"):
+        trainer.fit()
+
+
+def test_gt_mode_needs_no_teacher_and_kd_mode_does(tmp_path):
+    Trainer(Recipe().with_overrides([*TINY[:3], "train.iters=1", "dukd.mode=\"gt\""]), tmp_path, progress=False).fit()
+    with pytest.raises(QdukdError, match="needs a teacher"):
+        Trainer(Recipe().with_overrides([*TINY[:3], "dukd.mode=\"kd\""]), tmp_path, progress=False)
+
+
+def test_aux_batches_leave_activation_ranges_alone(teacher_file, tmp_path):
+    from qdukd.quant import activation_range_parameters
+
+    grads = {}
+    for updates in (False, True):
+        recipe = tiny_recipe(teacher_file, "train.iters=1", "quant={w_bits=4, a_bits=4}",
+                             f"dukd.aux_updates_ranges={str(updates).lower()}", "train.lr=0")
+        t = Trainer(recipe, tmp_path / str(updates), progress=False)
+        t.optimizer.step = lambda: None  # keep the gradients for inspection
+        t.optimizer.zero_grad = lambda set_to_none=True: None
+        t.train_step(0)
+        grads[updates] = [p.grad.clone() for p in activation_range_parameters(t.student)]
+    std_only = Trainer(tiny_recipe(teacher_file, "train.iters=1", "quant={w_bits=4, a_bits=4}",
+                                   "dukd.mode=\"kd\""), tmp_path / "kd", progress=False)
+    std_only.optimizer.step = lambda: None
+    std_only.optimizer.zero_grad = lambda set_to_none=True: None
+    std_only.train_step(0)
+    kd = [p.grad for p in activation_range_parameters(std_only.student)]
+    assert all(torch.equal(a, b) for a, b in zip(grads[False], kd))
+    assert any(not torch.equal(a, b) for a, b in zip(grads[True], kd))
+
+
+def _cli(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "qdukd.train", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT, **kw)
+
+
+def test_cli_rejects_unknown_keys_with_a_suggestion(tmp_path):
+    proc = _cli("recipes/demo.toml", "train.iter=5", "--out", str(tmp_path))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "did you mean 'iters'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_finishes(tmp_path, teacher_file):
+    args = ["recipes/demo.toml", *TINY, f"teacher.weights=\"{teacher_file}\"", "train.iters=100000",
+            "--out", str(tmp_path), "--no-progress"]
+    proc = _cli(*args)
+    deadline = time.time() + 120
+    while not (tmp_path / "log.csv").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    step = load_checkpoint(tmp_path / "last.pt")["step"]
+    assert 0 < step < 100000
+    proc = _cli(*args[:-4], "train.iters=" + str(step + 2), "--out", str(tmp_path), "--resume", "--no-progress")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == step + 2
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
+def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, teacher_file):
+    common = ["recipes/demo.toml", *TINY, f"teacher.weights=\"{teacher_file}\"", "train.iters=3",
+              "quant={w_bits=8, a_bits=8}", "--no-progress"]
+    single = _cli(*common, "--out", str(tmp_path / "one"))
+    assert single.wait(timeout=300) == 0, single.stderr.read()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    ddp = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "qdukd.train", *common,
+                          "--out", str(tmp_path / "two")], capture_output=True, text=True, cwd=ROOT, env=env,
+                         timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    a = load_checkpoint(tmp_path / "one" / "last.pt")["student"]
+    b = load_checkpoint(tmp_path / "two" / "last.pt")["student"]
+    # Adam turns float-summation noise in near-zero gradients into steps of up to ~lr, so the
+    # tolerance is a fraction of one step (demo lr 1e-3, 3 steps: weights move up to 3e-3).
+    for k in a:
+        if a[k].dtype.is_floating_point:
+            assert torch.allclose(a[k], b[k], atol=2.5e-4, rtol=0), k
+    init = Trainer(Recipe().with_overrides([*TINY, f"teacher.weights=\"{teacher_file}\"",
+                                            "quant={w_bits=8, a_bits=8}"]), tmp_path / "init", progress=False)
+    moved = max((a[k] - v).abs().max().item() for k, v in init.student.state_dict().items()
+                if v.dtype.is_floating_point)
+    assert moved > 1e-3  # training really moved the weights, by far more than the tolerance
+
+
+def test_demo_recipe_loads():
+    r = load_recipe(ROOT / "recipes" / "demo.toml")
+    assert r.quant is not None and r.dukd.mode == "dukd"
