@@ -86,8 +86,9 @@ def load_set(root: str | Path, scale: int, progress: bool = False) -> list[tuple
     return [(p.name, *load_pair(p, scale)) for p in it]
 
 
-def random_crop_flip(lr: np.ndarray, hr: np.ndarray, scale: int, patch: int,
-                     rng: np.random.Generator, augment: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def random_crop_flip(lr: np.ndarray, hr: np.ndarray, scale: int, patch: int, rng: np.random.Generator,
+                     augment: bool = True, hr_aligned: tuple[np.ndarray, ...] = ()
+                     ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
     """Aligned random crop (``patch`` LR pixels) with flips and 90-degree rotations.
 
     Args:
@@ -97,24 +98,30 @@ def random_crop_flip(lr: np.ndarray, hr: np.ndarray, scale: int, patch: int,
         patch: LR patch size; the HR patch is ``patch * scale``.
         rng: the source of randomness (reproducible per sample).
         augment: apply a random horizontal flip, vertical flip and transpose.
+        hr_aligned: more HR-sized arrays (e.g. cached teacher outputs) cut exactly like ``hr``.
+
+    Returns:
+        (LR patch, HR patch, the ``hr_aligned`` patches).
     """
     h, w = lr.shape[:2]
     top, left = int(rng.integers(0, h - patch + 1)), int(rng.integers(0, w - patch + 1))
     lr = lr[top : top + patch, left : left + patch]
-    hr = hr[top * scale : (top + patch) * scale, left * scale : (left + patch) * scale]
+    big = [a[top * scale : (top + patch) * scale, left * scale : (left + patch) * scale] for a in (hr, *hr_aligned)]
     if augment:
         hflip, vflip, rot = rng.random(3) < 0.5
         if hflip:
-            lr, hr = lr[:, ::-1], hr[:, ::-1]
+            lr, big = lr[:, ::-1], [a[:, ::-1] for a in big]
         if vflip:
-            lr, hr = lr[::-1], hr[::-1]
+            lr, big = lr[::-1], [a[::-1] for a in big]
         if rot:
-            lr, hr = lr.transpose(1, 0, 2), hr.transpose(1, 0, 2)
-    return lr, hr
+            lr, big = lr.transpose(1, 0, 2), [a.transpose(1, 0, 2) for a in big]
+    return lr, big[0], tuple(big[1:])
 
 
 def _hwc_to_chw(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)
+    """HxWx3 uint8 -> 3xHxW float in [0, 1]; float arrays (cached targets) are kept as they are."""
+    t = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float()
+    return t.div_(255.0) if img.dtype == np.uint8 else t
 
 
 class TrainPatches(Dataset):
@@ -139,6 +146,8 @@ class TrainPatches(Dataset):
         self.names: list[str] = []
         self.lrs: list[np.ndarray] = []
         self.hrs: list[np.ndarray] = []
+        # Optional HR-aligned teacher outputs (float16 HxWx3), cropped with each patch.
+        self.targets: list[np.ndarray] | None = None
         for pair in tqdm(pairs, desc="load training images", disable=not progress, leave=False):
             lr, hr = load_pair(pair, scale)
             if min(lr.shape[:2]) < patch:
@@ -162,8 +171,12 @@ class TrainPatches(Dataset):
         """Sample ``i`` of an independent patch stream (0 = training, others e.g. calibration)."""
         k = self.image_index(i, stream)
         rng = np.random.default_rng([self.seed, stream, i])
-        lr, hr = random_crop_flip(self.lrs[k], self.hrs[k], self.scale, self.patch, rng, self.augment)
-        return {"lr": _hwc_to_chw(lr), "hr": _hwc_to_chw(hr), "image": k}
+        extra = (self.targets[k],) if self.targets is not None else ()
+        lr, hr, cut = random_crop_flip(self.lrs[k], self.hrs[k], self.scale, self.patch, rng, self.augment, extra)
+        item = {"lr": _hwc_to_chw(lr), "hr": _hwc_to_chw(hr), "image": k}
+        if cut:
+            item["target"] = _hwc_to_chw(cut[0])
+        return item
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor | int]:
         return self.sample(i)

@@ -44,6 +44,9 @@ class TeacherSection:
     model: str = ""
     weights: str = ""
     args: dict[str, Any] = field(default_factory=dict)
+    # Compute the teacher's output once per training image (float16) and crop it with each
+    # patch, instead of running the teacher on every patch (zoom-in/out targets stay on the fly).
+    cache: bool = False
 
 
 @dataclass(frozen=True)

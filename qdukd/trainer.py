@@ -25,6 +25,7 @@ from .checkpoint import is_checkpoint, load_checkpoint, save_checkpoint
 from .data import TrainPatches, calibration_batches
 from .distill import Teacher, dukd_aux_terms, standard_terms
 from .errors import QdukdError
+from .images import to_tensor
 from .models import build_model, load_weights, model_config
 from .quant import activation_range_parameters, calibrate, prepare_qat, quant_state
 from .recipe import Recipe, resolve_path
@@ -75,8 +76,8 @@ class Distributed:
         return self.rank == 0
 
 
-def _collate(items: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.stack([i["lr"] for i in items]), torch.stack([i["hr"] for i in items])
+def _collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    return {k: torch.stack([i[k] for i in items]) for k in ("lr", "hr", "target") if k in items[0]}
 
 
 class Trainer:
@@ -105,6 +106,8 @@ class Trainer:
         self.data = TrainPatches([resolve_path(p) for p in r.data.train], r.data.scale, r.data.patch,
                                  seed=r.train.seed, augment=r.data.augment, progress=self.progress)
         self.teacher = self._build_teacher()
+        if self.teacher is not None and r.teacher.cache:
+            self.data.targets = self._teacher_outputs()
         self.student = build_model(r.student.model, r.data.scale, **r.student.args).to(self.device)
         if r.student.init:
             self._load_init(resolve_path(r.student.init))
@@ -136,6 +139,15 @@ class Trainer:
         load_weights(net, resolve_path(t.weights))
         return Teacher(net.to(self.device))
 
+    @torch.no_grad()
+    def _teacher_outputs(self) -> list[Any]:
+        """The teacher's SR output of every whole training image, HxWx3 float16 (the KD cache)."""
+        outputs = []
+        for lr in tqdm(self.data.lrs, desc="teacher cache", disable=not self.progress, leave=False):
+            out = self.teacher(to_tensor(lr).to(self.device))[0]
+            outputs.append(out.permute(1, 2, 0).to(torch.float16).cpu().numpy())
+        return outputs
+
     def _load_init(self, path: Path) -> None:
         """Start from FP weights: a plain state_dict, or an FP qdukd run's checkpoint (EMA first)."""
         if is_checkpoint(path):
@@ -151,13 +163,13 @@ class Trainer:
         cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
         return cls(self.student.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
 
-    def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's share of the global batch of ``step``."""
+    def _batch(self, step: int) -> dict[str, torch.Tensor]:
+        """This rank's share of the global batch of ``step`` (``lr``, ``hr``, cached ``target``)."""
         b = self.recipe.data.batch
         local = b // self.dist.world
         start = step * b + self.dist.rank * local
-        lr, hr = _collate([self.data[i] for i in range(start, start + local)])
-        return lr.to(self.device), hr.to(self.device)
+        batch = _collate([self.data[i] for i in range(start, start + local)])
+        return {k: v.to(self.device) for k, v in batch.items()}
 
     @torch.no_grad()
     def _calibrate(self) -> None:
@@ -210,9 +222,11 @@ class Trainer:
         r = self.recipe
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(step, r)
-        lr, hr = self._batch(step)
+        batch = self._batch(step)
+        lr, hr = batch["lr"], batch["hr"]
         self.model.train()
-        terms = standard_terms(self.model, self.teacher, lr, hr, r.dukd)
+        cached = {"kd": batch["target"]} if "target" in batch and r.dukd.mode != "gt" else None
+        terms = standard_terms(self.model, self.teacher, lr, hr, r.dukd, teacher_targets=cached)
         self._backward(terms, step)
         if r.dukd.mode == "dukd":
             if r.dukd.schedule == "two_step":

@@ -20,6 +20,7 @@ from qdukd.models.common import Add
 
 # Tiny configs: every code path (shifted windows, padding, both upsampler layouts) in milliseconds.
 SMALL: dict[str, dict] = {
+    "bicubic": {},
     "edsr": {"num_feat": 8, "num_block": 2, "res_scale": 0.1},
     "rcan": {"n_resgroups": 2, "n_resblocks": 2, "num_feat": 16, "reduction": 4},
     "swinir": {"img_size": 8, "window_size": 4, "embed_dim": 12, "depths": (2, 2), "num_heads": (2, 3),
@@ -51,7 +52,7 @@ def test_builds_and_upscales_non_square_batches(name, scale):
     assert y.shape == (2, 3, 7 * scale, 10 * scale) and y.dtype == torch.float32
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", [n for n in MODELS if n != "bicubic"])
 def test_trains(name):
     model = small(name, 2).train()  # SwinIR's stochastic depth is active in train mode
     model(torch.rand(2, 3, 8, 8)).mean().backward()
@@ -81,7 +82,7 @@ def test_model_config_rebuilds_through_json():
 
 
 def test_registry_errors_name_the_fix():
-    with pytest.raises(QdukdError, match="unknown model 'edsrr'.*edsr, imdn, pan, rcan, swinir"):
+    with pytest.raises(QdukdError, match="unknown model 'edsrr'.*bicubic, edsr, imdn, pan, rcan, swinir"):
         build_model("edsrr", 2)
     with pytest.raises(QdukdError, match="unknown argument 'num_feats'.*num_feat, num_block, res_scale"):
         build_model("edsr", 2, num_feats=8)
@@ -197,7 +198,8 @@ def test_real_teachers_load_strictly(name, scale):
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
-@pytest.mark.parametrize("name,scale", ALL)
+# The bicubic baseline builds its weights from the input size: not an export target.
+@pytest.mark.parametrize("name,scale", [(n, s) for n, s in ALL if n != "bicubic"])
 def test_onnx_export_with_dynamic_hw_matches_torch(name, scale):
     model = small(name, scale)
     f = io.BytesIO()
@@ -211,3 +213,11 @@ def test_onnx_export_with_dynamic_hw_matches_torch(name, scale):
     out = session.run(None, {"lr": x.numpy()})[0]
     assert out.shape == ref.shape == (2, 3, 11 * scale, 6 * scale)
     np.testing.assert_allclose(out, ref, atol=1e-4, rtol=0)
+
+
+def test_bicubic_model_is_matlab_imresize():
+    from qdukd.resize import imresize
+
+    img = np.random.default_rng(0).random((9, 13, 3))
+    out = build_model("bicubic", 3)(torch.from_numpy(img).permute(2, 0, 1)[None])
+    assert np.allclose(out[0].permute(1, 2, 0).numpy(), imresize(img, 3), atol=1e-12)

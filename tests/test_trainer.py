@@ -172,3 +172,17 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, teacher_fi
 def test_demo_recipe_loads():
     r = load_recipe(ROOT / "recipes" / "demo.toml")
     assert r.quant is not None and r.dukd.mode == "dukd"
+
+
+def test_teacher_cache_targets_are_the_teachers_output_cropped(tmp_path, teacher_file):
+    recipe = tiny_recipe(teacher_file, "train.iters=1", "dukd.mode=\"kd\"", "teacher.cache=true",
+                         "data.augment=false")
+    trainer = Trainer(recipe, tmp_path, progress=False)
+    item = trainer.data[0]
+    full = trainer.teacher(torch.from_numpy(trainer.data.lrs[item["image"]]).permute(2, 0, 1)[None].float() / 255)
+    # The cached target is a crop of the whole-image output: find it and compare (float16 storage).
+    h = item["target"].shape[-1]
+    hits = [(t, l) for t in range(0, full.shape[-2] - h + 1, 4) for l in range(0, full.shape[-1] - h + 1, 4)
+            if torch.allclose(full[0, :, t:t + h, l:l + h], item["target"], atol=2e-3)]
+    assert len(hits) == 1
+    trainer.fit()

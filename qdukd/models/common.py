@@ -46,3 +46,34 @@ class Upsample(nn.Sequential):
         for f in factors:
             layers += [nn.Conv2d(num_feat, f * f * num_feat, 3, 1, 1), nn.PixelShuffle(f)]
         super().__init__(*layers)
+
+
+class MeanShiftResidualSR(nn.Module):
+    """The outer network EDSR and RCAN share (BasicSR module names, so their checkpoints load).
+
+    ``(x - mean) * 255 -> conv_first -> + conv_after_body(body(.)) -> upsample -> conv_last``,
+    then back to [0, 1]. The mean is a constant, not a weight: BasicSR checkpoints do not store it.
+
+    Args:
+        scale: 2, 3 or 4.
+        num_feat: channels of the body.
+        body: the architecture's body (a stack of residual blocks or groups).
+    """
+
+    def __init__(self, scale: int, num_feat: int, body: nn.Module) -> None:
+        super().__init__()
+        self.scale = scale
+        self.register_buffer("mean", torch.tensor(DIV2K_RGB_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.conv_first = nn.Conv2d(3, num_feat, 3, 1, 1)
+        self.body = body
+        self.conv_after_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.add = Add()
+        self.upsample = Upsample(scale, num_feat)
+        self.conv_last = nn.Conv2d(num_feat, 3, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) * 255.0
+        x = self.conv_first(x)
+        x = self.add(x, self.conv_after_body(self.body(x)))
+        x = self.conv_last(self.upsample(x))
+        return x / 255.0 + self.mean

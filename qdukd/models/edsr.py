@@ -5,9 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import DIV2K_RGB_MEAN, Add, Upsample, check_scale
-
-IMG_RANGE = 255.0
+from .common import Add, MeanShiftResidualSR, check_scale
 
 
 class ResBlock(nn.Module):
@@ -30,7 +28,7 @@ class ResBlock(nn.Module):
         return self.add(x, self.conv2(self.relu(self.conv1(x))) * self.res_scale)
 
 
-class EDSR(nn.Module):
+class EDSR(MeanShiftResidualSR):
     """Enhanced deep residual network for single-image super-resolution.
 
     The baseline is 64 channels x 16 blocks; the large model is 256 x 32 with ``res_scale=0.1``.
@@ -43,23 +41,6 @@ class EDSR(nn.Module):
     """
 
     def __init__(self, scale: int, num_feat: int = 64, num_block: int = 16, res_scale: float = 1.0) -> None:
-        super().__init__()
         check_scale("EDSR", scale)
-        self.scale = scale
+        super().__init__(scale, num_feat, nn.Sequential(*(ResBlock(num_feat, res_scale) for _ in range(num_block))))
         self.config = {"scale": scale, "num_feat": num_feat, "num_block": num_block, "res_scale": res_scale}
-        # A constant, not a weight: BasicSR checkpoints do not store it.
-        self.register_buffer("mean", torch.tensor(DIV2K_RGB_MEAN).view(1, 3, 1, 1), persistent=False)
-
-        self.conv_first = nn.Conv2d(3, num_feat, 3, 1, 1)
-        self.body = nn.Sequential(*(ResBlock(num_feat, res_scale) for _ in range(num_block)))
-        self.conv_after_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
-        self.add = Add()
-        self.upsample = Upsample(scale, num_feat)
-        self.conv_last = nn.Conv2d(num_feat, 3, 3, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.mean) * IMG_RANGE
-        x = self.conv_first(x)
-        x = self.add(x, self.conv_after_body(self.body(x)))
-        x = self.conv_last(self.upsample(x))
-        return x / IMG_RANGE + self.mean

@@ -6,9 +6,7 @@ import torch
 from torch import nn
 
 from ..errors import QdukdError
-from .common import DIV2K_RGB_MEAN, Add, Upsample, check_scale
-
-IMG_RANGE = 255.0
+from .common import Add, MeanShiftResidualSR, check_scale
 
 
 class ChannelAttention(nn.Module):
@@ -77,7 +75,7 @@ class ResidualGroup(nn.Module):
         return self.add(x, self.conv(self.residual_group(x)))
 
 
-class RCAN(nn.Module):
+class RCAN(MeanShiftResidualSR):
     """Residual channel attention network (residual-in-residual with channel attention).
 
     The paper's model is 10 groups x 20 blocks x 64 channels, reduction 16.
@@ -93,28 +91,11 @@ class RCAN(nn.Module):
 
     def __init__(self, scale: int, n_resgroups: int = 10, n_resblocks: int = 20, num_feat: int = 64,
                  reduction: int = 16, res_scale: float = 1.0) -> None:
-        super().__init__()
         check_scale("RCAN", scale)
         if num_feat // reduction < 1:
             raise QdukdError(f"RCAN needs num_feat >= reduction, got num_feat={num_feat}, reduction={reduction} "
                              "(lower reduction or raise num_feat)")
-        self.scale = scale
+        super().__init__(scale, num_feat, nn.Sequential(
+            *(ResidualGroup(num_feat, n_resblocks, reduction, res_scale) for _ in range(n_resgroups))))
         self.config = {"scale": scale, "n_resgroups": n_resgroups, "n_resblocks": n_resblocks,
                        "num_feat": num_feat, "reduction": reduction, "res_scale": res_scale}
-        # A constant, not a weight: BasicSR checkpoints do not store it.
-        self.register_buffer("mean", torch.tensor(DIV2K_RGB_MEAN).view(1, 3, 1, 1), persistent=False)
-
-        self.conv_first = nn.Conv2d(3, num_feat, 3, 1, 1)
-        self.body = nn.Sequential(
-            *(ResidualGroup(num_feat, n_resblocks, reduction, res_scale) for _ in range(n_resgroups)))
-        self.conv_after_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
-        self.add = Add()
-        self.upsample = Upsample(scale, num_feat)
-        self.conv_last = nn.Conv2d(num_feat, 3, 3, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.mean) * IMG_RANGE
-        x = self.conv_first(x)
-        x = self.add(x, self.conv_after_body(self.body(x)))
-        x = self.conv_last(self.upsample(x))
-        return x / IMG_RANGE + self.mean

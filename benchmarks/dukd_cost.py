@@ -1,0 +1,84 @@
+"""Cost of a DUKD iteration: DUKD / KD / GT-only step times on the same batch, and the teacher's share.
+
+CPU-scale setting (recipes/cpu/w4a4.toml): PAN x4 teacher, W4A4 EDSR 32x4 student, batch 8 of
+32x32 LR patches. The three modes run interleaved, one step each in turn, so the machine's load
+affects them alike; medians over ``--steps`` rounds after warm-up.
+
+Usage:
+    python benchmarks/dukd_cost.py [--steps 20] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from common import RESULTS, machine, peak_rss_mib
+from qdukd.atomic import write_json
+from qdukd.recipe import load_recipe
+from qdukd.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class TimedTeacher(torch.nn.Module):
+    """The trainer's teacher with a stopwatch around every call."""
+
+    def __init__(self, teacher: torch.nn.Module) -> None:
+        super().__init__()
+        self.teacher, self.seconds = teacher, 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t0 = time.perf_counter()
+        y = self.teacher(x)
+        self.seconds += time.perf_counter() - t0
+        return y
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", default=str(ROOT / "runs" / "cost"))
+    args = ap.parse_args()
+
+    trainers = {}
+    for mode in ("gt", "kd", "dukd"):
+        recipe = load_recipe(ROOT / "recipes" / "cpu" / "w4a4.toml",
+                             [f"dukd.mode=\"{mode}\"", "student.init=\"\"", f"train.threads={args.threads}"])
+        trainers[mode] = Trainer(recipe, Path(args.runs) / mode, progress=False)
+        if trainers[mode].teacher is not None:
+            trainers[mode].teacher = TimedTeacher(trainers[mode].teacher)
+    times: dict[str, list[float]] = {m: [] for m in trainers}
+    teacher_share: list[float] = []
+    for step in range(args.steps + 3):
+        for mode, trainer in trainers.items():
+            if mode != "gt":
+                trainer.teacher.seconds = 0.0
+            t0 = time.perf_counter()
+            trainer.train_step(0)  # same batch every time
+            dt = time.perf_counter() - t0
+            if step >= 3:
+                times[mode].append(dt)
+                if mode == "dukd":
+                    teacher_share.append(trainer.teacher.seconds / dt)
+    med = {m: statistics.median(t) for m, t in times.items()}
+    result = {
+        "setting": "PAN x4 teacher, W4A4 EDSR 32x4 student, batch 8 of 32x32 LR, single-step schedule",
+        "median_step_seconds": med, "steps": args.steps, "threads": args.threads,
+        "dukd_over_kd": med["dukd"] / med["kd"], "dukd_over_gt": med["dukd"] / med["gt"],
+        "kd_over_gt": med["kd"] / med["gt"], "teacher_share_of_dukd_step": statistics.median(teacher_share),
+        "peak_rss_mib": peak_rss_mib(), "machine": machine(),
+    }
+    write_json(RESULTS / "dukd_cost.json", result)
+    print(f"median step: GT {med['gt'] * 1e3:.1f} ms, KD {med['kd'] * 1e3:.1f} ms, DUKD {med['dukd'] * 1e3:.1f} ms; "
+          f"DUKD/KD {result['dukd_over_kd']:.2f}x, DUKD/GT {result['dukd_over_gt']:.2f}x, "
+          f"teacher share of DUKD {result['teacher_share_of_dukd_step']:.0%}")
+
+
+if __name__ == "__main__":
+    main()
