@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 
 import torch.distributed as dist
@@ -43,7 +44,9 @@ def _print_summary(trainer: Trainer, scores: list[SetScore]) -> None:
         print(f"{'model':<10}" + "".join(f"{n:>12}" for n in names))
         for label, sets in rows.items():
             print(f"{label:<10}" + "".join(f"{s.psnr_y:>12.4f}" for s in sets))
-    print(f"checkpoint: {trainer.out / 'last.pt'}")
+    # ru_maxrss is KiB on Linux (bytes on macOS, where this reads 1024x high).
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"checkpoint: {trainer.out / 'last.pt'} (peak memory {peak:.0f} MiB)")
 
 
 def main(argv: list[str] | None = None) -> int:

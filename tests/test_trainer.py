@@ -22,7 +22,7 @@ from qdukd.trainer import Trainer, learning_rate
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY = [
-    "data.patch=12", "data.batch=4", "student.args={num_feat=8, num_block=1}",
+    "data.patch=12", "data.batch=4", "student.args={num_feat=8, num_block=1}", "student.init=\"\"",
     "teacher.model=\"edsr\"", "teacher.args={num_feat=8, num_block=1}",
     "train.log_every=1", "train.calib_batches=1", "train.ema=0.9", "eval.sets=[\"demo:val\"]",
 ]

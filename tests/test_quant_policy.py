@@ -1,0 +1,201 @@
+"""prepare_qat: which layers are swapped, at which bits; head/tail detection; QuantConfig parsing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qdukd.errors import QdukdError
+from qdukd.models import build_model
+from qdukd.models.common import Add
+from qdukd.quant import QuantAdd, QuantConfig, QuantConv2d, QuantLinear, calibrate, find_roles, plan_layers, prepare_qat
+
+FLOAT = (nn.Conv2d, nn.Linear, Add)
+
+
+class Block(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(c, c, 3, 1, 1), nn.Conv2d(c, c, 3, 1, 1)
+        self.relu, self.add = nn.ReLU(), Add()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.add(x, self.conv2(self.relu(self.conv1(x))))
+
+
+class TinySR(nn.Module):
+    """x2 SR net with a channel-mixing Linear, a PixelShuffle upsampler, an HR conv and a bicubic skip."""
+
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, c, 3, 1, 1)
+        self.body = nn.Sequential(Block(c), Block(c))
+        self.mix = nn.Linear(c, c)
+        self.mid = nn.Conv2d(c, c, 3, 1, 1)
+        self.add = Add()
+        self.up = nn.Sequential(nn.Conv2d(c, 4 * c, 3, 1, 1), nn.PixelShuffle(2))
+        self.hr = nn.Conv2d(c, c, 3, 1, 1)
+        self.last = nn.Conv2d(c, 3, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        base = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)  # image skip: not "the" upscale
+        f = self.head(x)
+        b = self.mix(self.body(f).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        f = self.add(f, self.mid(b))
+        gate = torch.sigmoid(f.mean((2, 3), keepdim=True))
+        f = gate * f  # a broadcast that must not look like an upscale
+        return self.last(torch.relu(self.hr(self.up(f)))) + base
+
+
+BODY = ["body.0.conv1", "body.0.conv2", "body.0.add", "body.1.conv1", "body.1.conv2", "body.1.add", "mix", "mid", "add"]
+HEAD_TAIL = ["head", "up.0", "hr", "last"]
+
+
+def swapped(model: nn.Module) -> dict[str, nn.Module]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, (QuantConv2d, QuantLinear, QuantAdd))}
+
+
+def still_float(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if n and type(m) in FLOAT]
+
+
+def test_roles_of_tiny_net():
+    roles = find_roles(TinySR(), FLOAT)
+    assert {n for n, r in roles.items() if r == "head"} == {"head"}
+    assert {n for n, r in roles.items() if r == "tail"} == {"up.0", "hr", "last"}
+    assert {n for n, r in roles.items() if r == "body"} == set(BODY)
+
+
+def test_default_policy_quantizes_the_body_and_keeps_head_tail_float():
+    model = TinySR()
+    weight = model.body[0].conv1.weight
+    prepare_qat(model, QuantConfig())
+    layers = swapped(model)
+    assert sorted(layers) == sorted(BODY) and sorted(still_float(model)) == sorted(HEAD_TAIL)
+    assert isinstance(layers["mix"], QuantLinear) and isinstance(layers["add"], QuantAdd)
+    assert all(m.a_bits == 4 for m in layers.values()) and layers["mid"].w_bits == 4
+    assert model.body[0].conv1.weight is weight  # parameters shared: an existing optimizer still holds them
+
+
+def test_head_tail_int8_switch():
+    model = prepare_qat(TinySR(), QuantConfig(head_tail="int8"))
+    layers = swapped(model)
+    assert still_float(model) == []
+    assert all((layers[n].w_bits, layers[n].a_bits) == (8, 8) for n in HEAD_TAIL)
+    assert (layers["mid"].w_bits, layers["mid"].a_bits) == (4, 4)
+
+
+def test_mixed_precision_rules_skip_and_adds():
+    cfg = QuantConfig(w_bits=2, a_bits=4, rules=(("body.0.*", 8, 6), ("last", 6, 8), ("body.*", 3, 3)),
+                      skip=("mid",), quantize_adds=False)
+    layers = swapped(prepare_qat(TinySR(), cfg))
+    assert (layers["body.0.conv1"].w_bits, layers["body.0.conv1"].a_bits) == (8, 6)  # first match wins
+    assert (layers["body.1.conv2"].w_bits, layers["body.1.conv2"].a_bits) == (3, 3)
+    assert (layers["last"].w_bits, layers["last"].a_bits) == (6, 8)  # a rule overrides the FP tail
+    assert (layers["mix"].w_bits, layers["mix"].a_bits) == (2, 4)
+    assert "mid" not in layers and "hr" not in layers
+    assert not any(isinstance(m, QuantAdd) for m in layers.values())
+
+
+def test_fp_checkpoint_loads_into_the_prepared_model():
+    fp = TinySR()
+    model = prepare_qat(TinySR(), "w4a4")
+    result = model.load_state_dict(fp.state_dict(), strict=False)
+    assert not result.unexpected_keys and {k.rsplit(".", 1)[1] for k in result.missing_keys} == {"scale", "signed"}
+    assert torch.equal(model.body[1].conv2.weight, fp.body[1].conv2.weight)
+
+
+def test_prepare_errors():
+    model = prepare_qat(TinySR(), "w4a4")
+    with pytest.raises(QdukdError, match="already prepared"):
+        prepare_qat(model, "w4a4")
+    with pytest.raises(QdukdError, match="matches no"):
+        prepare_qat(TinySR(), QuantConfig(rules=(("bdy.*", 8, 8),)))
+    with pytest.raises(QdukdError, match="prepare_qat"):
+        calibrate(TinySR(), [torch.rand(1, 3, 8, 8)])
+
+
+def test_config_parsing_and_validation():
+    assert QuantConfig.from_string("w8a8") == QuantConfig(w_bits=8, a_bits=8)
+    cfg = QuantConfig.from_string("w2a4, head_tail=int8, skip=['body.0.*', 'mid'], learnable=pact")
+    assert (cfg.w_bits, cfg.a_bits, cfg.head_tail, cfg.learnable) == (2, 4, "int8", "pact")
+    assert cfg.skip == ("body.0.*", "mid")
+    assert QuantConfig.from_dict(cfg.to_dict()) == cfg
+    assert QuantConfig.from_dict({"rules": [["body.*", 8, 8]]}).rules == (("body.*", 8, 8),)
+    with pytest.raises(QdukdError, match="did you mean 'w_bits'"):
+        QuantConfig.from_dict({"w_bit": 4})
+    with pytest.raises(QdukdError, match="did you mean 'head_tail'"):
+        QuantConfig.from_string("w4a4,headtail=int8")
+    with pytest.raises(QdukdError, match="w<bits>a<bits>"):
+        QuantConfig.from_string("int4")
+    with pytest.raises(QdukdError, match="2..8"):
+        QuantConfig(w_bits=1)
+    with pytest.raises(QdukdError, match="2..8"):
+        QuantConfig(rules=(("x", 4, 16),))
+    with pytest.raises(QdukdError, match="one of"):
+        QuantConfig.from_dict({"head_tail": "int4"})
+
+
+# --- the model zoo --------------------------------------------------------------------------
+
+SMALL: dict[str, dict] = {
+    "edsr": {"num_feat": 8, "num_block": 2},
+    "rcan": {"n_resgroups": 2, "n_resblocks": 2, "num_feat": 16, "reduction": 4},
+    "swinir": {"img_size": 8, "window_size": 4, "embed_dim": 12, "depths": (2, 2), "num_heads": (2, 3), "num_feat": 8},
+    "imdn": {"num_feat": 16, "num_modules": 2},
+    "pan": {"num_feat": 8, "num_up_feat": 8, "num_block": 2},
+}
+
+
+def expected_float(name: str, scale: int) -> set[str]:
+    """The SR-quantization convention's float layers of each zoo model."""
+    ups = ["upsample.0", "upsample.2"] if scale == 4 else ["upsample.0"]
+    if name in ("edsr", "rcan", "swinir"):
+        return {"conv_first", "conv_last", *ups}
+    if name == "imdn":
+        return {"fea_conv", "upsampler.0"}
+    stages = [1, 2] if scale == 4 else [1]
+    return {"conv_first", "conv_last", "add_image",
+            *(n for i in stages for n in (f"upconv{i}", f"att{i}.conv", f"HRconv{i}"))}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_zoo_default_policy(name, scale):
+    torch.manual_seed(0)
+    model = build_model(name, scale, **SMALL[name])
+    n_float = len(still_float(model))
+    prepare_qat(model, QuantConfig())
+    assert set(still_float(model)) == expected_float(name, scale)
+    assert len(swapped(model)) == n_float - len(expected_float(name, scale)) > 0
+    if name == "swinir":
+        assert any(isinstance(m, QuantLinear) for m in swapped(model).values())
+    x = torch.rand(2, 3, 12, 12)
+    calibrate(model, [x], method="max")
+    y = model(x)
+    assert y.shape == (2, 3, 12 * scale, 12 * scale) and bool(torch.isfinite(y).all())
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_zoo_int8_head_tail(name):
+    model = prepare_qat(build_model(name, 2, **SMALL[name]), QuantConfig(head_tail="int8"))
+    assert still_float(model) == []
+    layers = swapped(model)
+    assert all(layers[n].a_bits == 8 for n in expected_float(name, 2))
+
+
+def test_plan_layers_reports_roles():
+    plans = plan_layers(build_model("edsr", 4, **SMALL["edsr"]), QuantConfig(head_tail="int8"))
+    assert plans["conv_first"].role == "head" and plans["upsample.2"].role == "tail"
+    assert plans["body.0.conv1"].role == "body" and plans["body.0.add"].kind == "add"
+
+
+def test_prepare_leaves_the_global_rng_alone():
+    model = build_model("edsr", 2, **SMALL["edsr"])
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    prepare_qat(model, "w4a4")
+    assert torch.equal(torch.rand(3), expected)
