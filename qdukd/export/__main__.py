@@ -1,0 +1,69 @@
+"""``python -m qdukd.export``: export a trained student for a deployment target and gate it.
+
+Example:
+    python -m qdukd.export runs/edsr_w4a8/last.pt --out out/edsr_w4a8 --target tensorrt-lowbit \\
+        --verify-data ../shared/data/benchmarks/Set5 ../shared/data/benchmarks/Set14
+
+Exit codes: 0 exported and every backend that ran matches PyTorch; 1 a backend differs by more
+than the tolerance (the artifacts are written, ``report.json`` says ``"passed": false``); 2 bad
+input (missing or corrupt checkpoint, unknown profile, a layer the target cannot run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from ..cli import EXIT_FAILED, EXIT_OK, run
+from ..errors import QdukdError
+from ..recipe import DEMO_DATA
+from .pipeline import export_checkpoint
+from .profiles import available_profiles, load_profile
+from .verify import format_report
+
+DEFAULT_TARGET = "onnxruntime-int8"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m qdukd.export", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[2:]))
+    p.add_argument("checkpoint", help="qdukd training checkpoint (carries its recipe and quant state)")
+    p.add_argument("--out", required=True, metavar="DIR", help="export folder (created; an earlier export is replaced)")
+    p.add_argument("--target", default=DEFAULT_TARGET, metavar="PROFILE",
+                   help=f"profile name ({', '.join(available_profiles())}) or a .toml path; "
+                        f"default {DEFAULT_TARGET}")
+    p.add_argument("--verify-data", nargs="+", metavar="DIR", default=[str(DEMO_DATA / "val")],
+                   help="HR folders or BasicSR-layout sets for the parity gate (default: bundled demo images)")
+    p.add_argument("--max-psnr-drop", type=float, metavar="DB",
+                   help="largest |PSNR_Y difference| to PyTorch per set (default: the profile's, 0.01 dB)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        profile = load_profile(args.target)
+        if args.max_psnr_drop is not None:
+            if args.max_psnr_drop < 0:
+                raise QdukdError(f"--max-psnr-drop must be >= 0, got {args.max_psnr_drop}")
+            profile = dataclasses.replace(profile, verify=dataclasses.replace(
+                profile.verify, max_psnr_drop=args.max_psnr_drop))
+        sets = [Path(d) for d in args.verify_data]
+        missing = next((d for d in sets if not d.is_dir()), None)
+        if missing is not None:
+            raise QdukdError(f"--verify-data folder not found: {missing}")
+        result = export_checkpoint(args.checkpoint, args.out, profile, sets, progress=not args.no_progress)
+        print(format_report(result.report))
+        print(f"wrote {args.out}: {', '.join(result.files)}, triton/")
+        return EXIT_OK if result.report.passed else EXIT_FAILED
+
+    return run(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""The parity gate: every backend must score what PyTorch scores, to within a tolerance.
+
+PyTorch (the frozen fake-quant student, eval mode) is the reference. Each backend is scored
+by :func:`qdukd.scoring.score_set` on the same sets, and its 8-bit outputs are compared with
+PyTorch's image by image. A backend that differs by more than the tolerance in PSNR_Y on any
+set fails the gate; a backend that cannot run is reported as skipped with its reason, never
+counted as a pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..images import to_tensor, to_uint8
+from ..metrics import Convention
+from ..scoring import SRFunction, score_set
+from .runtime import ArrayFunction, Unavailable
+
+
+@dataclass
+class BackendResult:
+    """One backend's row of the report (``sets``: per-set PSNR_Y and its difference to PyTorch)."""
+
+    name: str
+    ran: bool
+    skipped_reason: str | None = None
+    psnr_y: float | None = None
+    delta_psnr_y: float | None = None
+    max_abs_diff_levels: int | None = None
+    seconds: float | None = None
+    sets: dict[str, dict[str, float]] = field(default_factory=dict)
+    passed: bool | None = None
+
+
+@dataclass
+class GateReport:
+    passed: bool
+    tolerance_db: float
+    reference: BackendResult
+    backends: list[BackendResult]
+
+    def to_dict(self) -> dict:
+        ref = self.reference
+        return {"passed": self.passed, "tolerance_db": self.tolerance_db,
+                "reference": {"name": ref.name, "psnr_y": ref.psnr_y, "seconds": ref.seconds,
+                              "sets": {k: v["psnr_y"] for k, v in ref.sets.items()}},
+                "backends": [asdict(b) for b in self.backends]}
+
+
+class _Recorder:
+    """An SR function that keeps every output, to compare backends image by image."""
+
+    def __init__(self, fn: SRFunction) -> None:
+        self.fn, self.outputs = fn, []
+
+    def __call__(self, lr: np.ndarray) -> np.ndarray:
+        sr = self.fn(lr)
+        self.outputs.append(sr)
+        return sr
+
+
+def uint8_function(fn: ArrayFunction) -> SRFunction:
+    """An NCHW float array function as the uint8 HxWx3 function scoring expects.
+
+    Uses :func:`qdukd.images.to_tensor` / :func:`~qdukd.images.to_uint8`, so every backend's
+    output is rounded to 8 bits exactly as PyTorch's is.
+    """
+    def run(lr: np.ndarray) -> np.ndarray:
+        return to_uint8(torch.from_numpy(fn(to_tensor(lr).numpy())))
+
+    return run
+
+
+def run_gate(reference: SRFunction, backends: dict[str, Callable[[], ArrayFunction]], sets: list[Path],
+             scale: int, tolerance_db: float, convention: Convention = "float",
+             progress: bool = False) -> GateReport:
+    """Score the reference and every backend; fail when one differs by more than the tolerance.
+
+    Args:
+        reference: the PyTorch student as a uint8 SR function.
+        backends: name -> a factory for its array function; the factory raises
+            :class:`~qdukd.export.runtime.Unavailable` when the backend cannot run here.
+        sets: verification sets (HR folders or BasicSR layouts).
+        scale: SR scale.
+        tolerance_db: the largest allowed |PSNR_Y difference| to PyTorch, per set.
+        convention: the Y convention.
+        progress: show progress bars.
+    """
+    ref_rec = _Recorder(reference)
+    ref_scores = [score_set(ref_rec, s, scale, convention, progress) for s in sets]
+    ref = BackendResult("pytorch", True, psnr_y=float(np.mean([s.psnr_y for s in ref_scores])),
+                        seconds=sum(s.seconds for s in ref_scores),
+                        sets={s.name: {"psnr_y": s.psnr_y} for s in ref_scores})
+    results = []
+    for name, factory in backends.items():
+        try:
+            fn = factory()
+        except Unavailable as e:
+            results.append(BackendResult(name, False, skipped_reason=str(e)))
+            continue
+        fn(np.zeros((1, 3, 16, 16), np.float32))  # warm-up: one-time session and kernel setup
+        rec = _Recorder(uint8_function(fn))
+        scores = [score_set(rec, s, scale, convention, progress) for s in sets]
+        per_set = {s.name: {"psnr_y": s.psnr_y, "delta_psnr_y": s.psnr_y - r.psnr_y}
+                   for s, r in zip(scores, ref_scores)}
+        psnr_y = float(np.mean([s.psnr_y for s in scores]))
+        diff = max(int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
+                   for a, b in zip(rec.outputs, ref_rec.outputs))
+        ok = all(abs(v["delta_psnr_y"]) <= tolerance_db for v in per_set.values())
+        results.append(BackendResult(name, True, psnr_y=psnr_y, delta_psnr_y=psnr_y - ref.psnr_y,
+                                     max_abs_diff_levels=diff, seconds=sum(s.seconds for s in scores),
+                                     sets=per_set, passed=ok))
+    passed = all(r.passed for r in results if r.ran)
+    return GateReport(passed, tolerance_db, ref, results)
+
+
+def format_report(report: GateReport) -> str:
+    """A readable table: one row per backend, skipped backends with their reason."""
+    rows = [f"{'backend':<28}{'PSNR_Y':>9}{'dPSNR_Y':>10}{'max|d| lv':>11}{'seconds':>9}  result"]
+    r = report.reference
+    rows.append(f"{'pytorch (reference)':<28}{r.psnr_y:>9.4f}{'':>10}{'':>11}{r.seconds:>9.2f}")
+    for b in report.backends:
+        if not b.ran:
+            rows.append(f"{b.name:<28}{'':>39}  skipped: {b.skipped_reason}")
+            continue
+        worst = max(b.sets.values(), key=lambda v: abs(v["delta_psnr_y"]))["delta_psnr_y"]
+        verdict = "ok" if b.passed else f"FAIL (|{worst:+.4f}| dB > {report.tolerance_db} dB)"
+        rows.append(f"{b.name:<28}{b.psnr_y:>9.4f}{b.delta_psnr_y:>+10.4f}{b.max_abs_diff_levels:>11d}"
+                    f"{b.seconds:>9.2f}  {verdict}")
+    rows.append(f"parity gate: {'PASSED' if report.passed else 'FAILED'} "
+                f"(tolerance {report.tolerance_db} dB PSNR_Y per set)")
+    return "\n".join(rows)
