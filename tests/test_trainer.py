@@ -146,7 +146,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(tmp_path, teacher_file):
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
 def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, teacher_file):
     common = ["recipes/demo.toml", *TINY, f"teacher.weights=\"{teacher_file}\"", "train.iters=3",
-              "quant={w_bits=8, a_bits=8}", "--no-progress"]
+              "train.lr=1e-3", "quant={w_bits=8, a_bits=8}", "--no-progress"]
     single = _cli(*common, "--out", str(tmp_path / "one"))
     assert single.wait(timeout=300) == 0, single.stderr.read()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -158,12 +158,13 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, teacher_fi
     a = load_checkpoint(tmp_path / "one" / "last.pt")["student"]
     b = load_checkpoint(tmp_path / "two" / "last.pt")["student"]
     # Adam turns float-summation noise in near-zero gradients into steps of up to ~lr, so the
-    # tolerance is a fraction of one step (demo lr 1e-3, 3 steps: weights move up to 3e-3).
+    # tolerance is a fraction of one step (lr 1e-3, 3 steps: weights move up to 3e-3).
     for k in a:
         if a[k].dtype.is_floating_point:
             assert torch.allclose(a[k], b[k], atol=2.5e-4, rtol=0), k
-    init = Trainer(Recipe().with_overrides([*TINY, f"teacher.weights=\"{teacher_file}\"",
-                                            "quant={w_bits=8, a_bits=8}"]), tmp_path / "init", progress=False)
+    init = Trainer(load_recipe(ROOT / "recipes" / "demo.toml", [*TINY, f"teacher.weights=\"{teacher_file}\"",
+                                                                 "quant={w_bits=8, a_bits=8}"]),
+                   tmp_path / "init", progress=False)
     moved = max((a[k] - v).abs().max().item() for k, v in init.student.state_dict().items()
                 if v.dtype.is_floating_point)
     assert moved > 1e-3  # training really moved the weights, by far more than the tolerance
