@@ -31,7 +31,7 @@ from export_students import calibration_batches, fp_student, make_student
 from qdukd.atomic import write_json
 from qdukd.export import export_checkpoint, load_profile
 from qdukd.export.onnx_export import export_onnx
-from qdukd.export.runtime import ort_session, session_function
+from qdukd.export.runtime import ort_session, session_config, session_function
 from qdukd.export.verify import uint8_function
 from qdukd.scoring import score_set
 
@@ -66,7 +66,7 @@ def main() -> None:
         ckpt = make_student(args.model, "w8a8,head_tail=int8", args.scale, tmp)
         gate = export_checkpoint(ckpt, tmp / "qdukd", profile, sets, log=lambda _: None, progress=False)
         models = {"fp32": tmp / "fp32.onnx", "ort-ptq": tmp / "ort_ptq.onnx", "qdukd": tmp / "qdukd" / "model.onnx"}
-        sessions = {k: ort_session(p, session_config=profile.onnxruntime.session_config if k == "qdukd" else None,
+        sessions = {k: ort_session(p, session_config=session_config(profile.onnxruntime) if k == "qdukd" else None,
                                    threads=args.threads) for k, p in models.items()}
         psnr = {k: {s.name: s.psnr_y for s in (score_set(uint8_function(session_function(sess)), d, args.scale,
                                                          progress=False) for d in sets)}
@@ -86,7 +86,7 @@ def main() -> None:
               + f"  {med[k]:.3f}s ({med['fp32'] / med[k]:.2f}x vs fp32)  {sizes[k] / sizes['fp32']:.3f}x size")
     print(f"qdukd parity gate ({profile.name}): {'passed' if gate.report.passed else 'FAILED'}")
     write_json(RESULTS / f"export_ptq_{args.model}_x{args.scale}.json", {
-        "model": args.model, "scale": args.scale, "target": profile.name, "psnr_y": psnr,
+        "model": args.model, "scale": args.scale, "target": profile.name, "clip": profile.graph.clip, "psnr_y": psnr,
         "median_seconds": med, "input": [1, 3, args.size, args.size], "runs": args.runs, "threads": args.threads,
         "bytes": sizes, "qdukd_gate": gate.report.to_dict(), "machine": machine()})
 

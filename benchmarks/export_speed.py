@@ -24,7 +24,9 @@ import onnx
 
 from common import RESULTS, machine
 from qdukd.atomic import write_json
-from qdukd.export.runtime import ort_session
+from qdukd.config import from_dict
+from qdukd.export.profiles import OnnxRuntimeSection
+from qdukd.export.runtime import ort_session, session_config
 
 def op_counts(path: Path) -> dict[str, int]:
     """Op types of an optimised graph (QLinearConv & co. are the fused int8 kernels)."""
@@ -33,10 +35,10 @@ def op_counts(path: Path) -> dict[str, int]:
 
 def bench_folder(folder: Path, size: int, runs: int, threads: int) -> dict:
     manifest = json.loads((folder / "manifest.json").read_text())
-    session_config = manifest["onnxruntime_session_config"]
+    config = session_config(from_dict(OnnxRuntimeSection, manifest["profile"]["onnxruntime"]))
     with tempfile.TemporaryDirectory() as tmp:
         optimized = Path(tmp) / "int8_optimized.onnx"
-        int8 = ort_session(folder / "model.onnx", session_config=session_config, threads=threads,
+        int8 = ort_session(folder / "model.onnx", session_config=config, threads=threads,
                            optimized_path=optimized)
         fused = op_counts(optimized)
     fp32 = ort_session(folder / "model_fp32.onnx", threads=threads)
@@ -55,7 +57,7 @@ def bench_folder(folder: Path, size: int, runs: int, threads: int) -> dict:
     sizes = {f: (folder / f).stat().st_size for f in ("model_fp32.onnx", "model.onnx", "model_int4.onnx")
              if (folder / f).is_file()}
     return {"folder": str(folder), "profile": manifest["profile"]["name"], "model": manifest["source"]["model"],
-            "args": manifest["source"]["args"], "session_config": session_config,
+            "args": manifest["source"]["args"], "session_config": config,
             "median_seconds": med, "speedup_int8_vs_fp32": med["fp32"] / med["int8"],
             "optimized_int8_ops": fused, "bytes": sizes,
             "size_ratio_vs_fp32": {f: b / sizes["model_fp32.onnx"] for f, b in sizes.items()}}

@@ -177,7 +177,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, profile: ExportPr
                        "dtype": "float32", "range": [0.0, 1.0]},
             "layers": [asdict(layer) for layer in layers],
             "files": {f: {"bytes": (staging / f).stat().st_size, "sha256": sha256(staging / f)} for f in files},
-            "onnxruntime_session_config": session_config(profile.onnxruntime),
+            "onnxruntime": {"exact_u8u8": profile.onnxruntime.exact_u8u8,
+                            "session_config": dict(profile.onnxruntime.session_config),
+                            "session_config_on_export_machine": session_config(profile.onnxruntime)},
             "tensorrt_engine": engine_status, "triton_models": triton_models,
             "profile": to_dict(profile), "tools": tool_versions(), "passed": report.passed,
         })
