@@ -7,6 +7,10 @@ the script can be stopped and restarted. Two processes can split the work (e.g. 
 precision, ``--precisions w4a4 --out a.json`` and ``--precisions w8a8 --out b.json``); they share
 the FP stage through its checkpoint.
 
+A method ``M+cache`` is method M with the teacher cache on (``teacher.cache = true``). Extra
+recipe overrides for a variant go in ``--set`` (e.g. ``dukd.w_pix=5``) with a ``--tag`` naming it
+(runs are stored as ``precision/method+tag/seedN``).
+
 Usage (from the project root, ../shared/data present):
     python benchmarks/dukd_ablation.py --seeds 0 1 2 --iters 1000 --threads 1
 """
@@ -21,6 +25,7 @@ from pathlib import Path
 
 from common import RESULTS, machine, peak_rss_mib
 from qdukd.atomic import write_json
+from qdukd.eval import main as eval_main
 from qdukd.recipe import load_recipe
 from qdukd.trainer import Trainer
 
@@ -50,6 +55,8 @@ def main() -> None:
     ap.add_argument("--runs", default=str(ROOT / "runs" / "ablation"))
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
     ap.add_argument("--out", type=Path, default=RESULTS / "dukd_ablation.json")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="recipe overrides of a variant")
+    ap.add_argument("--tag", default="", help="variant name appended to the method, e.g. +wpix5")
     args = ap.parse_args()
     out_file = args.out
 
@@ -59,39 +66,49 @@ def main() -> None:
     fp = runs_dir / "fp"
     common = [f"eval.sets={SETS}", "train.log_every=100", f"train.threads={args.threads}"]
     if "fp" not in results["runs"]:
-        if (fp / "last.pt").exists():  # trained by a sibling process: just score it
-            results["runs"]["fp"] = {"checkpoint": str(fp / "last.pt")}
+        if (fp / "last.pt").exists():  # trained by a sibling process (or by hand): just score it
+            scores = fp / "scores.json"
+            assert eval_main(["--weights", str(fp / "last.pt"), "--data", *json.loads(SETS),
+                              "--threads", str(args.threads), "--json", str(scores)]) == 0
+            results["runs"]["fp"] = {"checkpoint": str(fp / "last.pt"), **{
+                s["name"].lower(): s["psnr_y"] for s in json.loads(scores.read_text())["sets"]}}
         else:
             results["runs"]["fp"] = run("recipes/cpu/fp.toml", fp, [f"train.iters={args.fp_iters}", *common])
         write_json(out_file, results)
     init = [f"student.init=\"{fp / 'last.pt'}\"", f"train.iters={args.iters}", *common]
-    jobs = [(p, m, s) for s in args.seeds for p in args.precisions for m in args.methods]
+    if args.set and not args.tag:
+        ap.error("--set needs a --tag to keep the variant's runs apart")
+    methods = [m + args.tag for m in args.methods]
+    jobs = [(p, m, s) for s in args.seeds for p in args.precisions for m in methods]
     for precision, method, seed in jobs:
         key = f"{precision}/{method}/seed{seed}"
         if key in results["runs"]:
             continue
         recipe = "recipes/cpu/fp_distill.toml" if precision == "fp" else f"recipes/cpu/{precision}.toml"
         print(f"running {key}", flush=True)
+        base = method.removesuffix(args.tag)
+        mode = base.removesuffix("+cache")
         results["runs"][key] = run(recipe, runs_dir / key.replace("/", "_"),
-                                   [*init, f"dukd.mode=\"{method}\"", f"train.seed={seed}"])
+                                   [*init, f"dukd.mode=\"{mode}\"", f"train.seed={seed}",
+                                    f"teacher.cache={str(base.endswith('+cache')).lower()}", *args.set])
         results["peak_rss_mib"] = peak_rss_mib()
         write_json(out_file, results)
         print(f"  {key}: {results['runs'][key]}", flush=True)
 
+    groups: dict[str, list[dict]] = {}
+    for key, row in results["runs"].items():
+        if key != "fp":
+            groups.setdefault(key.rsplit("/", 1)[0], []).append(row)
     summary = {}
-    for precision in args.precisions:
-        for method in args.methods:
-            rows = [v for k, v in results["runs"].items() if k.startswith(f"{precision}/{method}/")]
-            if rows:
-                summary[f"{precision}/{method}"] = {
-                    s: {"mean": statistics.mean(r[s] for r in rows),
-                        "std": statistics.stdev(r[s] for r in rows) if len(rows) > 1 else 0.0,
-                        "n": len(rows)} for s in ("set5", "set14")}
-                summary[f"{precision}/{method}"]["it_per_s"] = statistics.median(r["it_per_s"] for r in rows)
+    for group, rows in sorted(groups.items()):
+        summary[group] = {s: {"mean": statistics.mean(r[s] for r in rows),
+                              "std": statistics.stdev(r[s] for r in rows) if len(rows) > 1 else 0.0,
+                              "n": len(rows)} for s in ("set5", "set14")}
+        summary[group]["it_per_s"] = statistics.median(r["it_per_s"] for r in rows)
     results["summary"] = summary
     write_json(out_file, results)
     for k, v in summary.items():
-        print(f"{k:<12} Set5 {v['set5']['mean']:.4f} ± {v['set5']['std']:.4f}   "
+        print(f"{k:<20} Set5 {v['set5']['mean']:.4f} ± {v['set5']['std']:.4f}   "
               f"Set14 {v['set14']['mean']:.4f} ± {v['set14']['std']:.4f}   (n={v['set5']['n']}, "
               f"{v['it_per_s']:.2f} it/s)")
 

@@ -1,18 +1,22 @@
 """qdukd's export vs ONNX Runtime's own post-training quantizer, on the same FP student.
 
-Both start from the same FP network (default: PAN x4, released weights) and the same
-calibration images (LR patches of ../shared/data/train/BSD68):
+Both start from the same FP network and the same calibration images (LR patches of
+../shared/data/train/BSD68):
 
 - ``ort-ptq``: the FP32 ONNX through ``onnxruntime.quantization.quantize_static`` (QDQ,
   per-channel int8 weights, uint8 activations, MinMax calibration, every conv quantized);
-- ``qdukd``: ``prepare_qat`` + ``calibrate`` at W8A8 with the head and tail at 8 bits too,
-  exported with ``--target`` (default onnxruntime-int8) and its parity gate.
+- ``qdukd``: with ``--fp-checkpoint FP.pt --qat-checkpoint QAT.pt``, a student trained by
+  ``python -m qdukd.train`` from that FP checkpoint (the real comparison: QAT vs ORT's PTQ);
+  otherwise the released ``--model`` weights with ``prepare_qat`` + ``calibrate`` at W8A8, head
+  and tail at 8 bits too (qdukd's PTQ). Exported with ``--target`` and its parity gate.
 
 Reported: PSNR_Y on Set5 / Set14 (ONNX Runtime CPU, default optimisations) and the median of
 ``--runs`` timings on a 256x256 LR input with 2 threads, all three models side by side.
 
 Usage:
     python benchmarks/export_ptq.py [--model pan] [--target onnxruntime-int8] [--runs 20]
+    python benchmarks/export_ptq.py --fp-checkpoint runs/ablation/fp/last.pt \
+        --qat-checkpoint runs/ablation/w8a8_dukd_seed0/last.pt --target onnxruntime-int8-fast
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from common import RESULTS, SHARED, machine
 from export_students import calibration_batches, fp_student, make_student
 from qdukd.atomic import write_json
+from qdukd.checkpoint import load_checkpoint, student_from_checkpoint
 from qdukd.export import export_checkpoint, load_profile
 from qdukd.export.onnx_export import export_onnx
 from qdukd.export.runtime import ort_session, session_config, session_function
@@ -54,16 +59,27 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--fp-checkpoint", type=Path, help="an FP qdukd run's checkpoint (instead of --model)")
+    ap.add_argument("--qat-checkpoint", type=Path, help="a quantized run trained from --fp-checkpoint")
+    ap.add_argument("--name", help="results file stem (default export_ptq_MODEL_xSCALE)")
     args = ap.parse_args()
+    if (args.fp_checkpoint is None) != (args.qat_checkpoint is None):
+        ap.error("--fp-checkpoint and --qat-checkpoint go together")
     profile = load_profile(args.target)
     sets = [SHARED / "benchmarks" / s for s in SETS]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        export_onnx(fp_student(args.model, args.scale), tmp / "fp32.onnx", profile.graph.opset)
+        if args.fp_checkpoint:
+            fp_ckpt = load_checkpoint(args.fp_checkpoint)
+            args.model, args.scale = fp_ckpt["recipe"]["student"]["model"], fp_ckpt["recipe"]["data"]["scale"]
+            fp_net = student_from_checkpoint(fp_ckpt)
+        else:
+            fp_net = fp_student(args.model, args.scale)
+        export_onnx(fp_net, tmp / "fp32.onnx", profile.graph.opset)
         quantize_static(str(tmp / "fp32.onnx"), str(tmp / "ort_ptq.onnx"), _Patches(args.scale),
                         quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8)
-        ckpt = make_student(args.model, "w8a8,head_tail=int8", args.scale, tmp)
+        ckpt = args.qat_checkpoint or make_student(args.model, "w8a8,head_tail=int8", args.scale, tmp)
         gate = export_checkpoint(ckpt, tmp / "qdukd", profile, sets, log=lambda _: None, progress=False)
         models = {"fp32": tmp / "fp32.onnx", "ort-ptq": tmp / "ort_ptq.onnx", "qdukd": tmp / "qdukd" / "model.onnx"}
         sessions = {k: ort_session(p, session_config=session_config(profile.onnxruntime) if k == "qdukd" else None,
@@ -85,8 +101,9 @@ def main() -> None:
         print(f"{k:<8} " + "  ".join(f"{s} {v:.4f}" for s, v in psnr[k].items())
               + f"  {med[k]:.3f}s ({med['fp32'] / med[k]:.2f}x vs fp32)  {sizes[k] / sizes['fp32']:.3f}x size")
     print(f"qdukd parity gate ({profile.name}): {'passed' if gate.report.passed else 'FAILED'}")
-    write_json(RESULTS / f"export_ptq_{args.model}_x{args.scale}.json", {
-        "model": args.model, "scale": args.scale, "target": profile.name, "clip": profile.graph.clip, "psnr_y": psnr,
+    write_json(RESULTS / f"{args.name or f'export_ptq_{args.model}_x{args.scale}'}.json", {
+        "model": args.model, "fp_checkpoint": str(args.fp_checkpoint or ""),
+        "qat_checkpoint": str(args.qat_checkpoint or ""), "scale": args.scale, "target": profile.name, "clip": profile.graph.clip, "psnr_y": psnr,
         "median_seconds": med, "input": [1, 3, args.size, args.size], "runs": args.runs, "threads": args.threads,
         "bytes": sizes, "qdukd_gate": gate.report.to_dict(), "machine": machine()})
 

@@ -4,8 +4,12 @@ For PAN x4 and IMDN x4: FP, then W8A8 / W4A8 / W4A4 after `qdukd.quant.calibrate
 of ../shared/data/train (8 batches of 8 patches of 48x48), evaluated on Set5 and Set14 with
 `python -m qdukd.eval --quant ... --calibrate ...`. This is what QAT has to beat.
 
+Each evaluation's JSON is kept in benchmarks/results/ptq/; a rerun reuses the files that exist
+(delete them, or pass --force, to redo them).
+
 Usage:
-    python benchmarks/ptq_baselines.py [--specs w8a8 w4a8 w4a4]
+    python benchmarks/ptq_baselines.py [--models pan imdn] [--specs w8a8 w4a8 w4a4] [--threads 2]
+    python benchmarks/ptq_baselines.py --specs w8a8 w4a8 w4a4 w8a8,quantize_adds=true  # + INT8 adds
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["pan", "imdn"])
     ap.add_argument("--specs", nargs="+", default=["w8a8", "w4a8", "w4a4"])
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--force", action="store_true", help="re-run evaluations whose JSON already exists")
     args = ap.parse_args()
     out_dir = RESULTS / "ptq"
     calib = [str(SHARED / "train" / "BSD68"), str(SHARED / "train" / "SunHays80")]
@@ -29,12 +35,13 @@ def main() -> None:
     rows = []
     for model in args.models:
         base = ["--model", model, "--scale", "4", "--weights", str(SHARED / "teachers" / f"{model.upper()}_x4.pth"),
-                "--data", *sets, "--threads", "2"]
+                "--data", *sets, "--threads", str(args.threads)]
         fp = None
         for spec in ["fp", *args.specs]:
-            out = out_dir / f"{model}_x4_{spec}.json"
+            out = out_dir / f"{model}_x4_{spec.replace(',', '_').replace('=', '-')}.json"
             quant = [] if spec == "fp" else ["--quant", spec, "--calibrate", *calib]
-            assert eval_main([*base, *quant, "--json", str(out)]) == 0
+            if args.force or not out.exists():
+                assert eval_main([*base, *quant, "--json", str(out)]) == 0
             res = {s["name"]: s["psnr_y"] for s in json.loads(out.read_text())["sets"]}
             fp = fp or res
             rows.append({"model": model, "quant": spec, **res,

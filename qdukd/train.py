@@ -50,7 +50,7 @@ def _print_summary(trainer: Trainer, scores: list[SetScore]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
 
     def body() -> int:
         recipe = load_recipe(args.recipe, args.overrides)

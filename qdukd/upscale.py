@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
 
     def body() -> int:
         if args.tile < 0 or args.overlap < 0:

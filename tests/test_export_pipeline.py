@@ -43,7 +43,7 @@ def write_student(path: Path, spec: str, edit=None) -> Path:
 
 @pytest.fixture(scope="module")
 def w4a4(tmp_path_factory) -> Path:
-    return write_student(tmp_path_factory.mktemp("ckpt") / "w4a4.pt", "w4a4,head_tail=int8")
+    return write_student(tmp_path_factory.mktemp("ckpt") / "w4a4.pt", "w4a4,head_tail=int8,quantize_adds=true")
 
 
 def _export(ckpt: Path, out: Path, *extra: str) -> int:

@@ -59,7 +59,7 @@ def _profile(tmp_path, exact_u8u8: str):
 
 @pytest.fixture(scope="module")
 def student(tmp_path_factory):
-    return write_student(tmp_path_factory.mktemp("sat") / "w8a8.pt", "w8a8", edit=_saturate)
+    return write_student(tmp_path_factory.mktemp("sat") / "w8a8.pt", "w8a8,quantize_adds=true", edit=_saturate)
 
 
 @pytest.mark.skipif(HAS_VNNI, reason="this CPU has VNNI: ONNX Runtime's int8 kernels cannot saturate here")

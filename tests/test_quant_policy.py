@@ -49,7 +49,8 @@ class TinySR(nn.Module):
         return self.last(torch.relu(self.hr(self.up(f)))) + base
 
 
-BODY = ["body.0.conv1", "body.0.conv2", "body.0.add", "body.1.conv1", "body.1.conv2", "body.1.add", "mix", "mid", "add"]
+ADDS = ["body.0.add", "body.1.add", "add"]
+BODY = ["body.0.conv1", "body.0.conv2", "body.1.conv1", "body.1.conv2", "mix", "mid", *ADDS]
 HEAD_TAIL = ["head", "up.0", "hr", "last"]
 
 
@@ -73,14 +74,21 @@ def test_default_policy_quantizes_the_body_and_keeps_head_tail_float():
     weight = model.body[0].conv1.weight
     prepare_qat(model, QuantConfig())
     layers = swapped(model)
-    assert sorted(layers) == sorted(BODY) and sorted(still_float(model)) == sorted(HEAD_TAIL)
-    assert isinstance(layers["mix"], QuantLinear) and isinstance(layers["add"], QuantAdd)
+    body_convs = [n for n in BODY if n not in ADDS]
+    assert sorted(layers) == sorted(body_convs) and sorted(still_float(model)) == sorted(HEAD_TAIL + ADDS)
+    assert isinstance(layers["mix"], QuantLinear)
     assert all(m.a_bits == 4 for m in layers.values()) and layers["mid"].w_bits == 4
     assert model.body[0].conv1.weight is weight  # parameters shared: an existing optimizer still holds them
 
 
+def test_quantize_adds_switch():
+    layers = swapped(prepare_qat(TinySR(), QuantConfig(quantize_adds=True)))
+    assert sorted(layers) == sorted(BODY)
+    assert all(isinstance(layers[n], QuantAdd) and layers[n].a_bits == 4 for n in ADDS)
+
+
 def test_head_tail_int8_switch():
-    model = prepare_qat(TinySR(), QuantConfig(head_tail="int8"))
+    model = prepare_qat(TinySR(), QuantConfig(head_tail="int8", quantize_adds=True))
     layers = swapped(model)
     assert still_float(model) == []
     assert all((layers[n].w_bits, layers[n].a_bits) == (8, 8) for n in HEAD_TAIL)
@@ -150,7 +158,7 @@ SMALL: dict[str, dict] = {
 
 
 def expected_float(name: str, scale: int) -> set[str]:
-    """The SR-quantization convention's float layers of each zoo model."""
+    """The SR-quantization convention's float head/tail layers of each zoo model."""
     ups = ["upsample.0", "upsample.2"] if scale == 4 else ["upsample.0"]
     if name in ("edsr", "rcan", "swinir"):
         return {"conv_first", "conv_last", *ups}
@@ -167,9 +175,10 @@ def test_zoo_default_policy(name, scale):
     torch.manual_seed(0)
     model = build_model(name, scale, **SMALL[name])
     n_float = len(still_float(model))
+    adds = {n for n, m in model.named_modules() if type(m) is Add}
     prepare_qat(model, QuantConfig())
-    assert set(still_float(model)) == expected_float(name, scale)
-    assert len(swapped(model)) == n_float - len(expected_float(name, scale)) > 0
+    assert set(still_float(model)) == expected_float(name, scale) | adds  # residual adds float by default
+    assert len(swapped(model)) == n_float - len(expected_float(name, scale) | adds) > 0
     if name == "swinir":
         assert any(isinstance(m, QuantLinear) for m in swapped(model).values())
     x = torch.rand(2, 3, 12, 12)
@@ -180,14 +189,14 @@ def test_zoo_default_policy(name, scale):
 
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_zoo_int8_head_tail(name):
-    model = prepare_qat(build_model(name, 2, **SMALL[name]), QuantConfig(head_tail="int8"))
+    model = prepare_qat(build_model(name, 2, **SMALL[name]), QuantConfig(head_tail="int8", quantize_adds=True))
     assert still_float(model) == []
     layers = swapped(model)
     assert all(layers[n].a_bits == 8 for n in expected_float(name, 2))
 
 
 def test_plan_layers_reports_roles():
-    plans = plan_layers(build_model("edsr", 4, **SMALL["edsr"]), QuantConfig(head_tail="int8"))
+    plans = plan_layers(build_model("edsr", 4, **SMALL["edsr"]), QuantConfig(head_tail="int8", quantize_adds=True))
     assert plans["conv_first"].role == "head" and plans["upsample.2"].role == "tail"
     assert plans["body.0.conv1"].role == "body" and plans["body.0.add"].kind == "add"
 

@@ -28,7 +28,7 @@ from qdukd.quant import (
 ARGS = {"num_feat": 8, "num_block": 2}
 
 
-def edsr(cfg: str | QuantConfig = "w4a4", calibrated: bool = True) -> torch.nn.Module:
+def edsr(cfg: str | QuantConfig = "w4a4,quantize_adds=true", calibrated: bool = True) -> torch.nn.Module:
     torch.manual_seed(0)
     model = prepare_qat(build_model("edsr", 2, **ARGS), cfg)
     if calibrated:

@@ -31,7 +31,9 @@ class QuantConfig:
         act_signed: "auto" (unsigned grid where calibration sees no negatives), "signed" or
             "unsigned" for every activation quantizer.
         quantize_adds: quantize both inputs of residual adds (``models.common.Add``), as
-            TensorRT needs to fuse an INT8 add into the preceding conv.
+            TensorRT needs to fuse an INT8 add into the preceding conv (and ONNX Runtime to fuse
+            the conv before it). Off by default, as in the SR-quantization literature: a
+            per-tensor grid on the residual stream costs IMDN x4 0.06 dB at W8A8 (docs/RESULTS.md).
         head_tail: "fp" keeps the first conv and the upsampler / HR-resolution layers in float
             (the SR-quantization convention), "int8" quantizes them at 8 bits.
         rules: ``(fnmatch pattern on the module name, w_bits, a_bits)`` for mixed precision;
@@ -46,7 +48,7 @@ class QuantConfig:
     per_channel: bool = True
     learnable: Learnable = "lsq"
     act_signed: Literal["auto", "signed", "unsigned"] = "auto"
-    quantize_adds: bool = True
+    quantize_adds: bool = False
     head_tail: Literal["fp", "int8"] = "fp"
     rules: tuple[tuple[str, int, int], ...] = ()
     skip: tuple[str, ...] = ()
