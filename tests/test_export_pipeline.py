@@ -67,6 +67,11 @@ def test_export_writes_a_checked_qdq_graph_and_artifacts(w4a4, tmp_path, capsys)
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     ops = [n.op_type for n in model.graph.node]
     assert "DepthToSpace" in ops and "PixelShuffle" not in ops
+    producer = {o: n.op_type for n in model.graph.node for o in n.output}
+    users = {i: n.op_type for n in model.graph.node for i in n.input}
+    for d2s in (n for n in model.graph.node if n.op_type == "DepthToSpace" and n.output[0] in users):
+        # the upsampler shuffles 8-bit codes, so its conv is followed by a Q (fusable)
+        assert producer[d2s.input[0]] == "QuantizeLinear" and users[d2s.output[0]] == "DequantizeLinear"
     weight_dqs = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
     assert weight_dqs and all(next(a.i for a in n.attribute if a.name == "axis") == 0 for n in weight_dqs)
     for n in model.graph.node:
@@ -110,6 +115,18 @@ def test_exact_graph_matches_the_fake_quant_student(spec, tmp_path):
     got = ort_session(tmp_path / "m.onnx", optimize=False).run(None, {"lr": x.numpy()})[0]
     assert got.shape == (1, 3, 80, 112)
     assert np.abs(got - want.numpy()).max() * 255 < 1.0  # float-rounding noise only
+
+
+def test_container_graph_fuses_every_conv_followed_by_a_quantizer(tmp_path):
+    """ONNX Runtime turns each DQ -> Conv -> Q into QLinearConv, the upsampler's convs included
+    (their Q sits before DepthToSpace); only the last conv, whose output is the image, stays float."""
+    student = write_student(tmp_path / "s.pt", "w8a8,head_tail=int8,quantize_adds=true")
+    out = tmp_path / "fast"
+    assert _export(student, out, "--target", "onnxruntime-int8-fast") == 0
+    ort_session(out / "model.onnx", optimized_path=tmp_path / "opt.onnx")
+    ops = [n.op_type for n in onnx.load(tmp_path / "opt.onnx").graph.node]
+    n_convs = sum(op == "Conv" for op in (n.op_type for n in onnx.load(out / "model_fp32.onnx").graph.node))
+    assert ops.count("QLinearConv") >= n_convs - 2 and ops.count("Conv") <= 2, ops
 
 
 def test_int4_variant_is_smaller_and_computes_the_same(w4a4, tmp_path):

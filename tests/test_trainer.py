@@ -120,7 +120,7 @@ def _cli(*args: str, **kw) -> subprocess.Popen:
 
 
 def test_cli_rejects_unknown_keys_with_a_suggestion(tmp_path):
-    proc = _cli("recipes/demo.toml", "train.iter=5", "--out", str(tmp_path))
+    proc = _cli("recipes/demo.toml", "--out", str(tmp_path), "train.iter=5")
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "did you mean 'iters'" in err and len(err.strip().splitlines()) == 1
 
@@ -137,8 +137,9 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(tmp_path, teacher_file):
     assert proc.returncode == 0, err
     step = load_checkpoint(tmp_path / "last.pt")["step"]
     assert 0 < step < 100000
-    proc = _cli(*args[:-4], "train.iters=" + str(step + 2), "--out", str(tmp_path), "--resume", "--no-progress")
-    out, err = proc.communicate(timeout=120)
+    # The documented order: RECIPE --out DIR --resume key=value ... (overrides after the options).
+    proc = _cli(*args[:-4], "--out", str(tmp_path), "--resume", "--no-progress", "train.iters=" + str(step + 2))
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert load_checkpoint(tmp_path / "last.pt")["step"] == step + 2
 

@@ -27,7 +27,8 @@ integer codes (Q -> Clip -> DQ) blocks the fusion too. So the exact graph is nev
 ONNX Runtime CPU (TensorRT fuses the clip into the conv and loses nothing); the container
 graph fuses, and differs from PyTorch only where a code reaches past its grid (-128 for the
 signed 8-bit grid, 128..255 for the unsigned one in uint8): the parity gate measures it.
-PixelShuffle exports as DepthToSpace (CRD); N, H and W are dynamic.
+PixelShuffle exports as DepthToSpace (CRD) and runs on the 8-bit codes when a quantizer follows
+it (Q -> DepthToSpace -> DQ), so the upsampler's convs fuse too; N, H and W are dynamic.
 """
 
 from __future__ import annotations
@@ -319,6 +320,47 @@ def _drop_redundant_clips(graph: onnx.GraphProto, container: bool) -> None:
     graph.node.extend(keep)
 
 
+def _quantize_before_depth_to_space(graph: onnx.GraphProto) -> None:
+    """Rewrite ``DepthToSpace -> [Clip] -> Q -> DQ`` as ``[Clip] -> Q -> DepthToSpace -> DQ``.
+
+    Exact: the clip and a per-tensor Q are elementwise and DepthToSpace only moves values. It
+    puts the Q right after the upsampler's conv, which ONNX Runtime then fuses into QLinearConv
+    (at x4 the two upsampler convs are most of EDSR's work), and shuffles 8-bit codes instead
+    of floats.
+    """
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    moves: dict[str, onnx.NodeProto] = {}  # Q's output -> the DepthToSpace to run after that Q
+    for d2s in graph.node:
+        if d2s.op_type != "DepthToSpace" or d2s.output[0] in outputs:
+            continue
+        chain = [d2s]
+        while len(users := consumers.get(chain[-1].output[0], [])) == 1 and users[0].op_type in ("Clip",
+                                                                                                   "QuantizeLinear"):
+            chain.append(users[0])
+            if users[0].op_type == "QuantizeLinear":
+                break
+        q = chain[-1]
+        if q.op_type != "QuantizeLinear" or chain[-2].output[0] in outputs or q.output[0] in outputs:
+            continue
+        chain[1].input[0] = d2s.input[0]
+        _rewire(graph, q.output[0], d2s.output[0])
+        d2s.input[0] = q.output[0]
+        moves[q.output[0]] = d2s
+    moved = {n.output[0] for n in moves.values()}
+    order = []
+    for node in graph.node:
+        if node.output[0] not in moved:
+            order.append(node)
+            if node.output[0] in moves:
+                order.append(moves[node.output[0]])
+    del graph.node[:]
+    graph.node.extend(order)
+
+
 def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
     used = {name for node in graph.node for name in node.input}
     keep = [i for i in graph.initializer if i.name in used]
@@ -384,6 +426,7 @@ def export_onnx(module: torch.nn.Module, path: str | Path, opset: int, clip: str
     _fold_weight_quantizers(model.graph)
     _drop_multiply_by_one(model.graph)
     _drop_redundant_clips(model.graph, container=clip == "container")
+    _quantize_before_depth_to_space(model.graph)
     _drop_unused_initializers(model.graph)
     _short_tensor_names(model.graph)
     _set_opset(model, opset)
