@@ -161,7 +161,8 @@ def test_parity_failure_exits_1_with_the_artifacts_and_a_failed_report(tmp_path,
     # Without its clips the graph differs from PyTorch by construction (codes 128..255), so any
     # difference fails at 0 dB.
     assert _export(student, out, "--target", str(profiles["container"]), "--max-psnr-drop", "0") == 1
-    assert "FAIL" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "FAIL" in printed and "hint: the unfused reference differs too" in printed
     assert json.loads((out / "report.json").read_text())["passed"] is False
     assert (out / "model.onnx").is_file()
     assert _export(student, out, "--target", str(profiles["exact"])) == 0  # exact graph passes; out replaced
