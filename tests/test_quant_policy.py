@@ -10,7 +10,8 @@ from torch import nn
 from qdukd.errors import QdukdError
 from qdukd.models import build_model
 from qdukd.models.common import Add
-from qdukd.quant import QuantAdd, QuantConfig, QuantConv2d, QuantLinear, calibrate, find_roles, plan_layers, prepare_qat
+from qdukd.quant import (QuantAdd, QuantConfig, QuantConv2d, QuantLinear, activation_range_parameters, calibrate,
+                         find_roles, plan_layers, prepare_qat, quant_state, quantized_layers, restore_qat)
 
 FLOAT = (nn.Conv2d, nn.Linear, Add)
 
@@ -93,6 +94,25 @@ def test_head_tail_int8_switch():
     assert still_float(model) == []
     assert all((layers[n].w_bits, layers[n].a_bits) == (8, 8) for n in HEAD_TAIL)
     assert (layers["mid"].w_bits, layers["mid"].a_bits) == (4, 4)
+
+
+def test_shared_inputs_one_quantizer_per_tensor_survive_save_and_restore():
+    cfg = QuantConfig(w_bits=8, a_bits=8, quantize_adds=True, share_inputs=True)
+    model = prepare_qat(build_model("edsr", 4, **SMALL["edsr"]), cfg)
+    # each block's conv1 and add read the block input; the head's output feeds block 0 and the global add
+    assert model.body[0].add.act_quant_a is model.body[0].conv1.act_quant is model.add.act_quant_a
+    assert model.body[1].add.act_quant_a is model.body[1].conv1.act_quant
+    assert model.body[0].add.act_quant_b is not model.body[0].conv2.act_quant
+    calibrate(model, [torch.rand(2, 3, 12, 12)])
+    assert len(activation_range_parameters(model)) == len({id(q) for layer in quantized_layers(model).values()
+                                                            for q in layer.input_quantizers})
+    fresh = restore_qat(build_model("edsr", 4, **SMALL["edsr"]), quant_state(model))
+    fresh.load_state_dict(model.state_dict(), strict=True)
+    assert fresh.add.act_quant_a is fresh.body[0].conv1.act_quant
+    x = torch.rand(1, 3, 10, 10)
+    assert torch.equal(fresh(x), model(x))
+    plain = prepare_qat(build_model("edsr", 4, **SMALL["edsr"]), QuantConfig(quantize_adds=True))
+    assert plain.body[0].add.act_quant_a is not plain.body[0].conv1.act_quant  # off by default
 
 
 def test_mixed_precision_rules_skip_and_adds():

@@ -34,6 +34,9 @@ class QuantConfig:
             TensorRT needs to fuse an INT8 add into the preceding conv (and ONNX Runtime to fuse
             the conv before it). Off by default, as in the SR-quantization literature: a
             per-tensor grid on the residual stream costs IMDN x4 0.06 dB at W8A8 (docs/RESULTS.md).
+        share_inputs: layers that read the same tensor at the same bits share one input
+            quantizer, so deployment runtimes quantize it once (ONNX Runtime then fuses the conv
+            that makes it; see :mod:`~qdukd.quant.sharing`).
         head_tail: "fp" keeps the first conv and the upsampler / HR-resolution layers in float
             (the SR-quantization convention), "int8" quantizes them at 8 bits.
         rules: ``(fnmatch pattern on the module name, w_bits, a_bits)`` for mixed precision;
@@ -49,6 +52,7 @@ class QuantConfig:
     learnable: Learnable = "lsq"
     act_signed: Literal["auto", "signed", "unsigned"] = "auto"
     quantize_adds: bool = False
+    share_inputs: bool = False
     head_tail: Literal["fp", "int8"] = "fp"
     rules: tuple[tuple[str, int, int], ...] = ()
     skip: tuple[str, ...] = ()

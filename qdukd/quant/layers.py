@@ -31,7 +31,17 @@ def retype(module: nn.Module, cls: type[M]) -> M:
     return twin
 
 
-class _QuantWeighted:
+class _Inputs:
+    """Input quantizers by attribute name (``INPUTS``, in forward-argument order)."""
+
+    INPUTS: tuple[str, ...] = ()
+
+    @property
+    def input_quantizers(self) -> tuple[FakeQuantizer, ...]:
+        return tuple(getattr(self, name) for name in self.INPUTS)
+
+
+class _QuantWeighted(_Inputs):
     """What QuantConv2d and QuantLinear share: a per-channel weight quantizer and an input quantizer."""
 
     weight: nn.Parameter
@@ -71,9 +81,7 @@ class _QuantWeighted:
     def act_signed(self) -> bool:
         return self.act_quant.is_signed
 
-    @property
-    def input_quantizers(self) -> tuple[FakeQuantizer, ...]:
-        return (self.act_quant,)
+    INPUTS = ("act_quant",)
 
     def weight_scale(self) -> torch.Tensor:
         """The positive weight step per output channel, shape ``(out,)`` (repeated if per tensor)."""
@@ -103,7 +111,7 @@ class QuantLinear(_QuantWeighted, nn.Linear):
         return F.linear(self.act_quant(x), self.weight_quant(self.weight), self.bias)
 
 
-class QuantAdd(Add):
+class QuantAdd(_Inputs, Add):
     """``a + b`` of fake-quantized inputs (one step each)."""
 
     act_quant_a: FakeQuantizer
@@ -134,9 +142,7 @@ class QuantAdd(Add):
     def act_signed(self) -> tuple[bool, bool]:
         return self.act_quant_a.is_signed, self.act_quant_b.is_signed
 
-    @property
-    def input_quantizers(self) -> tuple[FakeQuantizer, ...]:
-        return self.act_quant_a, self.act_quant_b
+    INPUTS = ("act_quant_a", "act_quant_b")
 
     def act_scale(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The positive steps of inputs ``a`` and ``b``, 0-d tensors."""
@@ -147,3 +153,8 @@ class QuantAdd(Add):
 
 
 QUANT_LAYERS = (QuantConv2d, QuantLinear, QuantAdd)
+
+
+def quantized_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The quantized layers of ``model`` by module name, in module order."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, QUANT_LAYERS)}

@@ -19,6 +19,7 @@ from ..models.common import Add
 from .config import QuantConfig
 from .layers import QuantAdd, QuantConv2d, QuantLinear
 from .roles import Role, find_roles
+from .sharing import apply_shared_inputs, find_shared_inputs
 
 # Float layer type -> kind name (in quant state) and its quantized twin. Exact types only: a
 # subclass may override forward, which the twin would silently drop.
@@ -138,5 +139,7 @@ def prepare_qat(model: nn.Module, cfg: QuantConfig | str, example_input: torch.T
     signed = cfg.act_signed != "unsigned"  # "auto" starts signed; calibration decides
     for name, p in plan_layers(model, cfg, example_input).items():
         swap_layer(model, name, p.kind, p.w_bits, p.a_bits, cfg, (signed, signed))
+    if cfg.share_inputs:
+        apply_shared_inputs(model, find_shared_inputs(model, example_input))
     setattr(model, CONFIG_ATTR, cfg)
     return model

@@ -14,17 +14,16 @@ from torch import nn
 
 from ..errors import QdukdError
 from .config import QuantConfig
-from .layers import QUANT_LAYERS
+from .layers import quantized_layers
 from .policy import CONFIG_ATTR, KINDS, TWINS, quant_config, swap_layer
 from .quantizers import FakeQuantizer
+from .sharing import apply_shared_inputs, shared_inputs
+
+__all__ = ["activation_range_parameters", "fake_quantizers", "freeze", "quant_state", "quantized_layers",
+           "restore_qat"]
 
 FORMAT, VERSION = "qdukd-quant", 1
 _KIND_OF_TWIN = {twin: kind for kind, twin in TWINS.items()}
-
-
-def quantized_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """The quantized layers of ``model`` by module name, in module order."""
-    return {n: m for n, m in model.named_modules() if isinstance(m, QUANT_LAYERS)}
 
 
 def fake_quantizers(model: nn.Module) -> list[FakeQuantizer]:
@@ -33,9 +32,10 @@ def fake_quantizers(model: nn.Module) -> list[FakeQuantizer]:
 
 
 def activation_range_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The learnable input steps (to hold them still, e.g. on auxiliary batches)."""
-    return [q.scale for layer in quantized_layers(model).values() for q in layer.input_quantizers
-            if isinstance(q.scale, nn.Parameter)]
+    """The learnable input steps (to hold them still, e.g. on auxiliary batches), each once."""
+    steps = {id(q.scale): q.scale for layer in quantized_layers(model).values() for q in layer.input_quantizers
+             if isinstance(q.scale, nn.Parameter)}
+    return list(steps.values())
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -52,7 +52,8 @@ def quant_state(model: nn.Module) -> dict[str, Any]:
     """The quantization structure of a prepared ``model`` as JSON-able values.
 
     Keys: ``format``, ``version``, ``config`` (:class:`QuantConfig` as a dict), ``frozen``,
-    ``layers`` (name -> ``kind``, ``w_bits`` (None for adds), ``a_bits``, ``act_signed`` per input).
+    ``layers`` (name -> ``kind``, ``w_bits`` (None for adds), ``a_bits``, ``act_signed`` per input),
+    ``shared`` (input quantizers used by several layers: ``{"layer.attr": "owner_layer.attr"}``).
     """
     cfg = quant_config(model)
     layers = {}
@@ -63,7 +64,8 @@ def quant_state(model: nn.Module) -> dict[str, Any]:
                         "act_signed": [q.is_signed for q in layer.input_quantizers]}
     learnable = [q for q in fake_quantizers(model) if q.learnable != "none"]
     return {"format": FORMAT, "version": VERSION, "config": cfg.to_dict(),
-            "frozen": bool(learnable) and all(q.frozen for q in learnable), "layers": layers}
+            "frozen": bool(learnable) and all(q.frozen for q in learnable), "layers": layers,
+            "shared": shared_inputs(model)}
 
 
 def restore_qat(model: nn.Module, state: dict[str, Any]) -> nn.Module:
@@ -90,6 +92,7 @@ def restore_qat(model: nn.Module, state: dict[str, Any]) -> nn.Module:
             raise QdukdError(f"quant state layer {name!r} has unknown kind {layer['kind']!r} "
                              f"(known: {', '.join(KINDS.values())})")
         swap_layer(model, name, layer["kind"], layer["w_bits"], layer["a_bits"], cfg, tuple(layer["act_signed"]))
+    apply_shared_inputs(model, state.get("shared", {}))
     if state["frozen"]:
         freeze(model)
     setattr(model, CONFIG_ATTR, cfg)
