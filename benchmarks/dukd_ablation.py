@@ -8,8 +8,8 @@ precision, ``--precisions w4a4 --out a.json`` and ``--precisions w8a8 --out b.js
 the FP stage through its checkpoint.
 
 A method ``M+cache`` is method M with the teacher cache on (``teacher.cache = true``). Extra
-recipe overrides for a variant go in ``--set`` (e.g. ``dukd.w_pix=5``) with a ``--tag`` naming it
-(runs are stored as ``precision/method+tag/seedN``).
+recipe overrides go in ``--set`` (e.g. ``dukd.w_pix=5``); a ``--tag`` names a variant (its runs are
+stored as ``precision/method+tag/seedN``).
 
 Usage (from the project root, ../shared/data present):
     python benchmarks/dukd_ablation.py --seeds 0 1 2 --iters 1000 --threads 1
@@ -76,8 +76,6 @@ def main() -> None:
             results["runs"]["fp"] = run("recipes/cpu/fp.toml", fp, [f"train.iters={args.fp_iters}", *common])
         write_json(out_file, results)
     init = [f"student.init=\"{fp / 'last.pt'}\"", f"train.iters={args.iters}", *common]
-    if args.set and not args.tag:
-        ap.error("--set needs a --tag to keep the variant's runs apart")
     methods = [m + args.tag for m in args.methods]
     jobs = [(p, m, s) for s in args.seeds for p in args.precisions for m in methods]
     for precision, method, seed in jobs:

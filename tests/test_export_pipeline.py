@@ -141,6 +141,21 @@ def test_container_graph_fuses_convs_whose_output_is_quantized_once(share, tmp_p
         assert ops.count("Conv") > 1, ops
 
 
+@pytest.mark.parametrize("quantize_bias", [True, False])
+def test_onnxruntime_bias_rounding_matches_pytorch_with_quantize_bias(quantize_bias, tmp_path):
+    """ONNX Runtime's optimiser rounds a float conv bias after DQ inputs onto the int32 grid of step
+    input step x weight step. With ``quantize_bias`` PyTorch already adds exactly that bias, so the
+    optimised session equals the unfused one up to float noise; without it they differ."""
+    student = write_student(tmp_path / "s.pt", f"w4a4,quantize_bias={str(quantize_bias).lower()}")
+    deploy, _ = deployable_copy(freeze(student_from_checkpoint(load_checkpoint(student))),
+                                load_profile("onnxruntime-int8").graph)
+    export_onnx(deploy, tmp_path / "m.onnx", 17)
+    x = {"lr": torch.rand(1, 3, 20, 20).numpy()}
+    levels = np.abs(ort_session(tmp_path / "m.onnx").run(None, x)[0]
+                    - ort_session(tmp_path / "m.onnx", optimize=False).run(None, x)[0]).max() * 255
+    assert (levels < 1e-3) if quantize_bias else (levels > 1e-3), levels
+
+
 def test_int4_variant_is_smaller_and_computes_the_same(w4a4, tmp_path):
     out = tmp_path / "int4"
     assert _export(w4a4, out, "--target", "onnx-int4-weights") == 0

@@ -105,7 +105,8 @@ class _QDQWeighted(nn.Module):
         self.register_buffer("weight", weight if axis == 0 else weight.t().contiguous())
         self.register_buffer("w_scale", scale)
         self.register_buffer("w_zero", torch.zeros_like(scale, dtype=torch.int32))
-        self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().clone())
+        bias = layer.effective_bias()
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
 
     def quantized_weight(self) -> torch.Tensor:
         return torch.fake_quantize_per_channel_affine(self.weight, self.w_scale, self.w_zero, self.axis, -128, 127)

@@ -37,6 +37,9 @@ class QuantConfig:
         share_inputs: layers that read the same tensor at the same bits share one input
             quantizer, so deployment runtimes quantize it once (ONNX Runtime then fuses the conv
             that makes it; see :mod:`~qdukd.quant.sharing`).
+        quantize_bias: conv / linear biases on the int32 accumulator grid (step = input step x
+            weight step), as integer kernels add them; without it ONNX Runtime, which rounds a
+            float bias that way, differs from PyTorch by a fraction of a step at every layer.
         head_tail: "fp" keeps the first conv and the upsampler / HR-resolution layers in float
             (the SR-quantization convention), "int8" quantizes them at 8 bits.
         rules: ``(fnmatch pattern on the module name, w_bits, a_bits)`` for mixed precision;
@@ -53,6 +56,7 @@ class QuantConfig:
     act_signed: Literal["auto", "signed", "unsigned"] = "auto"
     quantize_adds: bool = False
     share_inputs: bool = False
+    quantize_bias: bool = True
     head_tail: Literal["fp", "int8"] = "fp"
     rules: tuple[tuple[str, int, int], ...] = ()
     skip: tuple[str, ...] = ()

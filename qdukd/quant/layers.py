@@ -45,8 +45,11 @@ class _QuantWeighted(_Inputs):
     """What QuantConv2d and QuantLinear share: a per-channel weight quantizer and an input quantizer."""
 
     weight: nn.Parameter
+    bias: nn.Parameter | None
     weight_quant: FakeQuantizer
     act_quant: FakeQuantizer
+    # Round the bias onto the int32 accumulator grid (QuantConfig.quantize_bias).
+    quantize_bias = False
 
     @classmethod
     def from_float(cls, module: nn.Module, w_bits: int, a_bits: int, per_channel: bool = True,
@@ -96,19 +99,29 @@ class _QuantWeighted(_Inputs):
         """The positive input step, a 0-d tensor."""
         return self.act_quant.effective_scale().detach()
 
+    def effective_bias(self) -> torch.Tensor | None:
+        """The bias the layer adds: with ``quantize_bias``, on the int32 grid of step input step x
+        weight step (per channel), as integer kernels add it (QLinearConv; ONNX Runtime quantizes a
+        float conv bias after DQ inputs the same way). Straight-through gradient to the bias."""
+        if self.bias is None or not self.quantize_bias or not self.act_quant.enabled:
+            return self.bias
+        step = self.act_scale() * self.weight_scale()
+        on_grid = torch.round(self.bias.detach() / step) * step
+        return on_grid + (self.bias - self.bias.detach())
+
 
 class QuantConv2d(_QuantWeighted, nn.Conv2d):
     """``nn.Conv2d`` on a fake-quantized input with a fake-quantized weight."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(self.act_quant(x), self.weight_quant(self.weight), self.bias)
+        return self._conv_forward(self.act_quant(x), self.weight_quant(self.weight), self.effective_bias())
 
 
 class QuantLinear(_QuantWeighted, nn.Linear):
     """``nn.Linear`` on a fake-quantized input with a fake-quantized weight."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.act_quant(x), self.weight_quant(self.weight), self.bias)
+        return F.linear(self.act_quant(x), self.weight_quant(self.weight), self.effective_bias())
 
 
 class QuantAdd(_Inputs, Add):

@@ -115,6 +115,7 @@ def swap_layer(model: nn.Module, name: str, kind: str, w_bits: int, a_bits: int,
         twin: nn.Module = QuantAdd.from_float(module, a_bits, cfg.learnable, (act_signed[0], act_signed[-1]), device)
     else:
         twin = TWINS[kind].from_float(module, w_bits, a_bits, cfg.per_channel, cfg.learnable, act_signed[0])
+        twin.quantize_bias = cfg.quantize_bias
     model.set_submodule(name, twin)
     return twin
 
