@@ -18,9 +18,9 @@ from torch import nn
 
 from ..errors import QdukdError
 from .policy import quant_config
-from .quantizers import FakeQuantizer
+from .quantizers import FakeQuantizer, float_eval
 from .ranges import Method, choose_scale
-from .state import fake_quantizers, quantized_layers
+from .state import quantized_layers
 
 # Values sampled per quantizer per batch: keeps percentile / MSE cheap on big activations.
 SAMPLE_PER_BATCH = 1 << 15
@@ -73,22 +73,11 @@ def calibrate(model: nn.Module, batches: Iterable[Any], method: Method | None = 
 
     generator = torch.Generator().manual_seed(0)
     observers = {q: _Observer(generator) for layer in layers.values() for q in layer.input_quantizers}
-    everything = fake_quantizers(model)
-    handles = [q.register_forward_pre_hook(obs) for q, obs in observers.items()]
-    was_training, seen = model.training, 0
-    try:
-        for q in everything:
-            q.enabled = False
-        model.eval()
+    seen = 0
+    with float_eval(model, [q.register_forward_pre_hook(obs) for q, obs in observers.items()]):
         for batch in itertools.islice(batches, num_batches):
             model(batch[0] if isinstance(batch, (tuple, list)) else batch)
             seen += 1
-    finally:
-        model.train(was_training)
-        for q in everything:
-            q.enabled = True
-        for h in handles:
-            h.remove()
     if seen == 0:
         raise QdukdError("calibrate got no batches: pass a few real input batches (e.g. 4 training batches)")
     for q, obs in observers.items():

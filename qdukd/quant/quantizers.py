@@ -21,7 +21,9 @@ times the gradient scale ``g = 1 / sqrt(numel * qmax)``.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -233,3 +235,22 @@ class FakeQuantizer(nn.Module):
     def extra_repr(self) -> str:
         kind = "per-tensor" if self.axis is None else f"per-channel(axis={self.axis})"
         return f"bits={self.bits}, grid=[{self.qmin}, {self.qmax}], {kind}, learnable={self.learnable!r}"
+
+
+@contextmanager
+def float_eval(model: nn.Module, handles: Iterable[Any] = ()) -> Iterator[None]:
+    """Run ``model`` as its float network in eval mode (every fake quantizer off); afterwards
+    restore the quantizers and the train/eval mode and remove the hook ``handles``."""
+    quantizers = [m for m in model.modules() if isinstance(m, FakeQuantizer)]
+    was_training = model.training
+    try:
+        for q in quantizers:
+            q.enabled = False
+        model.eval()
+        yield
+    finally:
+        model.train(was_training)
+        for q in quantizers:
+            q.enabled = True
+        for h in handles:
+            h.remove()

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .layers import quantized_layers
+from .quantizers import float_eval
 from .roles import probe_input
 
 
@@ -33,20 +34,9 @@ def find_shared_inputs(model: nn.Module, example_input: torch.Tensor | None = No
             reads.append((f"{name}.{attr}", t, getattr(layer, attr).bits))
 
     layers = quantized_layers(model)
-    handles = [layer.register_forward_pre_hook(lambda m, a, n=n: record(n, m, a)) for n, layer in layers.items()]
-    quantizers = [q for layer in layers.values() for q in layer.input_quantizers]
-    was_training = model.training
-    try:
-        for q in quantizers:
-            q.enabled = False
-        model.eval()
+    with float_eval(model, [layer.register_forward_pre_hook(lambda m, a, n=n: record(n, m, a))
+                            for n, layer in layers.items()]):
         model(x)
-    finally:
-        model.train(was_training)
-        for q in quantizers:
-            q.enabled = True
-        for h in handles:
-            h.remove()
     owners: dict[tuple[int, int], str] = {}
     shared = {}
     for path, t, bits in reads:
