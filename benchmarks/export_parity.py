@@ -59,17 +59,17 @@ def main() -> None:
                 result = export_checkpoint(ckpt, Path(tmp) / "out", profile, sets, log=lambda _: None,
                                            progress=False)
             report = result.report.to_dict()
-            row = {"checkpoint": ckpt.name, "target": profile.name, "clip": profile.graph.clip,
+            row = {"checkpoint": str(ckpt), "target": profile.name, "clip": profile.graph.clip,
                    "passed": report["passed"], "reference": report["reference"],
                    "backends": [b for b in report["backends"] if b["ran"]]}
             row["pytorch_perturbed_delta"] = perturbed_delta(ckpt, sets, report["reference"]["sets"])
             rows.append(row)
             for b in row["backends"]:
                 deltas = ", ".join(f"{k} {v['delta_psnr_y']:+.4f}" for k, v in b["sets"].items())
-                print(f"{ckpt.name:<28} {profile.name:<18} {b['name']:<26} dPSNR_Y {deltas}  "
+                print(f"{str(ckpt):<40} {profile.name:<18} {b['name']:<26} dPSNR_Y {deltas}  "
                       f"max {b['max_abs_diff_levels']} levels")
             noise = ", ".join(f"{k} {v:+.4f}" for k, v in row["pytorch_perturbed_delta"].items())
-            print(f"{ckpt.name:<28} {profile.name:<18} {'pytorch 1e-6 perturbed':<26} dPSNR_Y {noise}")
+            print(f"{str(ckpt):<40} {profile.name:<18} {'pytorch 1e-6 perturbed':<26} dPSNR_Y {noise}")
     write_json(RESULTS / f"{args.name}.json", {"sets": list(SETS), "results": rows, "machine": machine()})
 
 
