@@ -6,7 +6,7 @@ sensitivity: PyTorch with a 1e-6 relative perturbation at every quantizer input.
 whose perturbed PSNR_Y moves by more than the gate's tolerance cannot meet it on any backend.
 
 Usage:
-    python benchmarks/export_parity.py runs/export_students/*.pt [--targets onnxruntime-int8]
+    python benchmarks/export_parity.py runs/export_students/*.pt [--targets onnxruntime-int8-exact onnxruntime-int8]
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ Reported: PSNR_Y on Set5 / Set14 (ONNX Runtime CPU, default optimisations) and t
 Usage:
     python benchmarks/export_ptq.py [--model pan] [--target onnxruntime-int8] [--runs 20]
     python benchmarks/export_ptq.py --fp-checkpoint runs/ablation/fp/last.pt \
-        --qat-checkpoint runs/ablation/w8a8_dukd_seed0/last.pt --target onnxruntime-int8-fast
+        --qat-checkpoint runs/ablation/w8a8_dukd_seed0/last.pt --target onnxruntime-int8
 """
 
 from __future__ import annotations

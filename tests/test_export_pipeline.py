@@ -105,7 +105,7 @@ def test_export_writes_a_checked_qdq_graph_and_artifacts(w4a4, tmp_path, capsys)
 def test_exact_graph_matches_the_fake_quant_student(spec, tmp_path):
     student = write_student(tmp_path / "s.pt", spec)
     model = freeze(student_from_checkpoint(load_checkpoint(student)))
-    deploy, layers = deployable_copy(model, load_profile("onnxruntime-int8").graph)
+    deploy, layers = deployable_copy(model, load_profile("onnxruntime-int8-exact").graph)
     x = torch.rand(1, 3, 20, 28)
     with torch.no_grad():
         want = model(x)
@@ -131,7 +131,7 @@ def test_container_graph_fuses_convs_whose_output_is_quantized_once(share, tmp_p
     spec = f"w8a8,head_tail=int8,quantize_adds=true,share_inputs={str(share).lower()}"
     student = write_student(tmp_path / "s.pt", spec, edit=drift)
     out = tmp_path / "fast"
-    assert _export(student, out, "--target", "onnxruntime-int8-fast") == 0
+    assert _export(student, out, "--target", "onnxruntime-int8") == 0
     ort_session(out / "model.onnx", optimized_path=tmp_path / "opt.onnx")
     ops = [n.op_type for n in onnx.load(tmp_path / "opt.onnx").graph.node]
     n_convs = sum(n.op_type == "Conv" for n in onnx.load(out / "model_fp32.onnx").graph.node)
@@ -148,7 +148,7 @@ def test_onnxruntime_bias_rounding_matches_pytorch_with_quantize_bias(quantize_b
     optimised session equals the unfused one up to float noise; without it they differ."""
     student = write_student(tmp_path / "s.pt", f"w4a4,quantize_bias={str(quantize_bias).lower()}")
     deploy, _ = deployable_copy(freeze(student_from_checkpoint(load_checkpoint(student))),
-                                load_profile("onnxruntime-int8").graph)
+                                load_profile("onnxruntime-int8-exact").graph)
     export_onnx(deploy, tmp_path / "m.onnx", 17)
     x = {"lr": torch.rand(1, 3, 20, 20).numpy()}
     levels = np.abs(ort_session(tmp_path / "m.onnx").run(None, x)[0]
