@@ -15,10 +15,11 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from common import RESULTS, SHARED, machine
 from onnx import helper, numpy_helper
@@ -26,14 +27,16 @@ from onnx import helper, numpy_helper
 from qdukd.atomic import write_json
 from qdukd.checkpoint import load_checkpoint, student_from_checkpoint
 from qdukd.data import load_set
+from qdukd.export.runtime import ort_session
 from qdukd.images import to_tensor
 from qdukd.quant import FakeQuantizer, freeze
 
 
-def unfused(model: onnx.ModelProto) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+def unfused(model: onnx.ModelProto):  # type: ignore[no-untyped-def]
+    """The gate's reference session (``ort_session(optimize=False)``) on an in-memory model."""
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx.save(model, Path(tmp) / "m.onnx")
+        return ort_session(Path(tmp) / "m.onnx", optimize=False, threads=1)
 
 
 def sigmoid_agreement(n: int = 1_000_000) -> dict[str, float]:

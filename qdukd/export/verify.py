@@ -147,5 +147,6 @@ def _failure_hint(report: GateReport) -> str:
                 "codes pass their grid), or the student amplifies float rounding differences between runtimes "
                 "(one flipped code spreads through later low-bit layers; QAT-trained students are usually "
                 "stable): docs/EXPORT.md, parity gate")
-    return ("hint: only optimised kernels differ; try the exact graph (--target onnxruntime-int8-exact) or "
-            "exact_u8u8 = \"on\" in the profile (docs/EXPORT.md, parity gate)")
+    return ("hint: only optimised kernels differ; a student trained with quant.quantize_bias = false gets its "
+            "biases rounded by ONNX Runtime (retrain with the default), otherwise try the exact graph "
+            "(--target onnxruntime-int8-exact) or exact_u8u8 = \"on\" in the profile (docs/EXPORT.md, parity gate)")

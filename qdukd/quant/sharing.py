@@ -9,6 +9,8 @@ quantizer (same module, same learnable step), found by one probe forward like th
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable
+
 import torch
 from torch import nn
 
@@ -37,13 +39,7 @@ def find_shared_inputs(model: nn.Module, example_input: torch.Tensor | None = No
     with float_eval(model, [layer.register_forward_pre_hook(lambda m, a, n=n: record(n, m, a))
                             for n, layer in layers.items()]):
         model(x)
-    owners: dict[tuple[int, int], str] = {}
-    shared = {}
-    for path, t, bits in reads:
-        owner = owners.setdefault((id(t), bits), path)
-        if owner != path:
-            shared[path] = owner
-    return shared
+    return _aliases((path, (id(t), bits)) for path, t, bits in reads)
 
 
 def apply_shared_inputs(model: nn.Module, shared: dict[str, str]) -> None:
@@ -56,12 +52,16 @@ def apply_shared_inputs(model: nn.Module, shared: dict[str, str]) -> None:
 
 def shared_inputs(model: nn.Module) -> dict[str, str]:
     """The sharing a prepared ``model`` has now, as ``{alias: owner}`` paths."""
-    first: dict[int, str] = {}
+    return _aliases((f"{name}.{attr}", id(q)) for name, layer in quantized_layers(model).items()
+                    for attr, q in zip(layer.INPUTS, layer.input_quantizers))
+
+
+def _aliases(paths: Iterable[tuple[str, Hashable]]) -> dict[str, str]:
+    """``{path: first path with the same key}`` for every path whose key came earlier."""
+    owners: dict[Hashable, str] = {}
     shared = {}
-    for name, layer in quantized_layers(model).items():
-        for attr, q in zip(layer.INPUTS, layer.input_quantizers):
-            path = f"{name}.{attr}"
-            owner = first.setdefault(id(q), path)
-            if owner != path:
-                shared[path] = owner
+    for path, key in paths:
+        owner = owners.setdefault(key, path)
+        if owner != path:
+            shared[path] = owner
     return shared
