@@ -13,7 +13,7 @@ from onnx import numpy_helper
 
 from qdukd.checkpoint import load_checkpoint, save_checkpoint, student_from_checkpoint
 from qdukd.export.__main__ import main
-from qdukd.export.onnx_export import deployable_copy, export_onnx
+from qdukd.export.onnx_export import deployable_copy, export_onnx, float_copy
 from qdukd.export.pipeline import sha256
 from qdukd.export.profiles import load_profile
 from qdukd.export.runtime import ort_session
@@ -21,6 +21,7 @@ from qdukd.export.trt_rules import check_tensorrt
 from qdukd.models import build_model
 from qdukd.quant import QuantConfig, calibrate, freeze, prepare_qat, quant_state, quantized_layers
 from qdukd.recipe import DataSection, Recipe, StudentSection
+from test_models import SMALL
 
 ARGS = {"num_feat": 8, "num_block": 1}
 
@@ -115,6 +116,25 @@ def test_exact_graph_matches_the_fake_quant_student(spec, tmp_path):
     got = ort_session(tmp_path / "m.onnx", optimize=False).run(None, {"lr": x.numpy()})[0]
     assert got.shape == (1, 3, 80, 112)
     assert np.abs(got - want.numpy()).max() * 255 < 1.0  # float-rounding noise only
+
+
+@pytest.mark.parametrize("name", ["edsr", "rcan", "swinir", "imdn", "pan"])
+def test_every_zoo_architecture_exports_and_onnxruntime_agrees(name, tmp_path):
+    torch.manual_seed(0)
+    model = build_model(name, 2, **SMALL[name]).eval()
+    prepare_qat(model, QuantConfig.from_string("w8a8"))
+    calibrate(model, [torch.rand(2, 3, 16, 16) for _ in range(2)], method="max")
+    freeze(model)
+    export_onnx(deployable_copy(model, load_profile("onnxruntime-int8-exact").graph)[0], tmp_path / "q.onnx", 17)
+    export_onnx(float_copy(model), tmp_path / "f.onnx", 17)
+    x = torch.rand(1, 3, 14, 18)  # not a multiple of SwinIR's window: padding is in the graph
+    with torch.no_grad():
+        want_q, want_f = model(x).numpy(), float_copy(model)(x).numpy()
+    got_q, got_f = (ort_session(tmp_path / f, optimize=False).run(None, {"lr": x.numpy()})[0] for f in ("q.onnx", "f.onnx"))
+    assert got_f.shape == got_q.shape == (1, 3, 28, 36)
+    assert np.abs(got_f - want_f).max() < 1e-4
+    # Fake-quant codes may flip on float-rounding ties (more layers, more ties): PSNR, not equality.
+    assert np.mean((got_q - want_q) ** 2) < 10 ** -4.5  # PSNR > 45 dB
 
 
 @pytest.mark.parametrize("share", [False, True])

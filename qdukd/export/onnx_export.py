@@ -362,6 +362,15 @@ def _quantize_before_depth_to_space(graph: onnx.GraphProto) -> None:
     graph.node.extend(order)
 
 
+def _reject_control_flow(graph: onnx.GraphProto) -> None:
+    """The graph passes here rewrite one flat graph; subgraphs (If, Loop, Scan) would be left stale."""
+    for node in graph.node:
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+            raise QdukdError(f"the exported graph has a control-flow node ({node.op_type} {node.name!r}), which "
+                             "qdukd's export does not support: rewrite the layer without data-dependent "
+                             "Python branches or squeeze() on dynamic dimensions")
+
+
 def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
     used = {name for node in graph.node for name in node.input}
     keep = [i for i in graph.initializer if i.name in used]
@@ -423,6 +432,7 @@ def export_onnx(module: torch.nn.Module, path: str | Path, opset: int, clip: str
                           dynamic_axes={INPUT_NAME: {0: "N", 2: "H", 3: "W"},
                                         OUTPUT_NAME: {0: "N", 2: "sH", 3: "sW"}})
     model = onnx.load_from_string(buf.getvalue())
+    _reject_control_flow(model.graph)
     _constant_to_initializer(model.graph)
     _fold_weight_quantizers(model.graph)
     _drop_multiply_by_one(model.graph)

@@ -50,7 +50,7 @@ def shifted_window_mask(h: int, w: int, window: int, shift: int, device: torch.d
     row_id = (rows >= h - window).long() + (rows >= h - shift).long()
     col_id = (cols >= w - window).long() + (cols >= w - shift).long()
     region = (row_id[:, None] * 3 + col_id[None, :])[None, :, :, None]
-    ids = window_partition(region, window).squeeze(-1)
+    ids = window_partition(region, window)[..., 0]  # indexing, not squeeze: no ONNX If node
     return (ids[:, None, :] != ids[:, :, None]).float() * MASK_VALUE
 
 
