@@ -87,7 +87,7 @@ def load_set(root: str | Path, scale: int, progress: bool = False) -> list[tuple
 
 
 def random_crop_flip(lr: np.ndarray, hr: np.ndarray, scale: int, patch: int, rng: np.random.Generator,
-                     augment: bool = True, hr_aligned: tuple[np.ndarray, ...] = ()
+                     augment: bool = True, aligned: tuple[np.ndarray, ...] = ()
                      ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
     """Aligned random crop (``patch`` LR pixels) with flips and 90-degree rotations.
 
@@ -98,15 +98,22 @@ def random_crop_flip(lr: np.ndarray, hr: np.ndarray, scale: int, patch: int, rng
         patch: LR patch size; the HR patch is ``patch * scale``.
         rng: the source of randomness (reproducible per sample).
         augment: apply a random horizontal flip, vertical flip and transpose.
-        hr_aligned: more HR-sized arrays (e.g. cached teacher outputs) cut exactly like ``hr``.
+        aligned: more arrays k times the LR image's size, for any integer k (cached teacher
+            outputs: k = scale for the LR image's, scale**2 for the HR image's), cut and flipped
+            exactly like ``hr``.
 
     Returns:
-        (LR patch, HR patch, the ``hr_aligned`` patches).
+        (LR patch, HR patch, the ``aligned`` patches).
     """
     h, w = lr.shape[:2]
     top, left = int(rng.integers(0, h - patch + 1)), int(rng.integers(0, w - patch + 1))
+    big = []
+    for a in (hr, *aligned):
+        k = a.shape[0] // h
+        if a.shape[:2] != (h * k, w * k):
+            raise ValueError(f"array of shape {a.shape[:2]} is not a multiple of the LR image's {(h, w)}")
+        big.append(a[top * k : (top + patch) * k, left * k : (left + patch) * k])
     lr = lr[top : top + patch, left : left + patch]
-    big = [a[top * scale : (top + patch) * scale, left * scale : (left + patch) * scale] for a in (hr, *hr_aligned)]
     if augment:
         hflip, vflip, rot = rng.random(3) < 0.5
         if hflip:
@@ -146,8 +153,9 @@ class TrainPatches(Dataset):
         self.names: list[str] = []
         self.lrs: list[np.ndarray] = []
         self.hrs: list[np.ndarray] = []
-        # Optional HR-aligned teacher outputs (float16 HxWx3), cropped with each patch.
-        self.targets: list[np.ndarray] | None = None
+        # Precomputed teacher outputs per image (float16 HxWx3, an integer multiple of the LR
+        # size), cut with each patch; keys are qdukd.distill.TARGET_KEYS ("kd", "zoom_in").
+        self.targets: dict[str, list[np.ndarray]] = {}
         for pair in tqdm(pairs, desc="load training images", disable=not progress, leave=False):
             lr, hr = load_pair(pair, scale)
             if min(lr.shape[:2]) < patch:
@@ -171,12 +179,10 @@ class TrainPatches(Dataset):
         """Sample ``i`` of an independent patch stream (0 = training, others e.g. calibration)."""
         k = self.image_index(i, stream)
         rng = np.random.default_rng([self.seed, stream, i])
-        extra = (self.targets[k],) if self.targets is not None else ()
+        extra = tuple(t[k] for t in self.targets.values())
         lr, hr, cut = random_crop_flip(self.lrs[k], self.hrs[k], self.scale, self.patch, rng, self.augment, extra)
-        item = {"lr": _hwc_to_chw(lr), "hr": _hwc_to_chw(hr), "image": k}
-        if cut:
-            item["target"] = _hwc_to_chw(cut[0])
-        return item
+        return {"lr": _hwc_to_chw(lr), "hr": _hwc_to_chw(hr), "image": k,
+                **{name: _hwc_to_chw(c) for name, c in zip(self.targets, cut)}}
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor | int]:
         return self.sample(i)

@@ -7,7 +7,7 @@ silent default. Paths starting with ``demo:`` point into the bundled demo images
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,9 +44,15 @@ class TeacherSection:
     model: str = ""
     weights: str = ""
     args: dict[str, Any] = field(default_factory=dict)
-    # Compute the teacher's output once per training image (float16) and crop it with each
-    # patch, instead of running the teacher on every patch (zoom-in/out targets stay on the fly).
+    # Compute the teacher's output once per whole LR training image (float16) and crop the kd
+    # target of each patch from it, instead of running the teacher on every patch.
     cache: bool = False
+    # The same for DUKD's zoom-in tiles: the teacher's output of every whole HR image (scale**2
+    # times the HR pixels: 6.8 GB at x4 for ../shared/data/train, so use cache_dir).
+    cache_zoom_in: bool = False
+    # Folder for cached outputs (.npy, read memory-mapped), shared by every run with the same
+    # teacher and images; "" = in memory, recomputed by each run.
+    cache_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,13 @@ class Recipe:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Recipe":
         return from_dict(cls, data)
+
+    @classmethod
+    def from_saved(cls, data: dict[str, Any]) -> "Recipe":
+        """The recipe a checkpoint stores, its quant section read as that qdukd version meant it."""
+        quant = data.get("quant")
+        return replace(from_dict(cls, {**data, "quant": None}),
+                       quant=QuantConfig.from_saved(quant) if quant is not None else None)
 
     def with_overrides(self, pairs: list[str]) -> "Recipe":
         """Apply ``["train.iters=1000", "dukd.mode=kd"]`` in order."""

@@ -23,9 +23,9 @@ from tqdm import tqdm
 
 from .checkpoint import is_checkpoint, load_checkpoint, save_checkpoint
 from .data import TrainPatches, calibration_batches
-from .distill import Teacher, dukd_aux_terms, standard_terms
+from .distill import TARGET_KEYS, Teacher, dukd_aux_terms, standard_terms
+from .distill.target_cache import teacher_key, teacher_outputs
 from .errors import QdukdError
-from .images import to_tensor
 from .models import build_model, load_weights, model_config
 from .quant import activation_range_parameters, calibrate, prepare_qat, quant_state
 from .recipe import Recipe, resolve_path
@@ -77,7 +77,7 @@ class Distributed:
 
 
 def _collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    return {k: torch.stack([i[k] for i in items]) for k in ("lr", "hr", "target") if k in items[0]}
+    return {k: torch.stack([i[k] for i in items]) for k, v in items[0].items() if isinstance(v, torch.Tensor)}
 
 
 class Trainer:
@@ -106,8 +106,7 @@ class Trainer:
         self.data = TrainPatches([resolve_path(p) for p in r.data.train], r.data.scale, r.data.patch,
                                  seed=r.train.seed, augment=r.data.augment, progress=self.progress)
         self.teacher = self._build_teacher()
-        if self.teacher is not None and r.teacher.cache:
-            self.data.targets = self._teacher_outputs()
+        self._cache_teacher_targets()
         self.student = build_model(r.student.model, r.data.scale, **r.student.args).to(self.device)
         if r.student.init:
             self._load_init(resolve_path(r.student.init))
@@ -139,14 +138,21 @@ class Trainer:
         load_weights(net, resolve_path(t.weights))
         return Teacher(net.to(self.device))
 
-    @torch.no_grad()
-    def _teacher_outputs(self) -> list[Any]:
-        """The teacher's SR output of every whole training image, HxWx3 float16 (the KD cache)."""
-        outputs = []
-        for lr in tqdm(self.data.lrs, desc="teacher cache", disable=not self.progress, leave=False):
-            out = self.teacher(to_tensor(lr).to(self.device))[0]
-            outputs.append(out.permute(1, 2, 0).to(torch.float16).cpu().numpy())
-        return outputs
+    def _cache_teacher_targets(self) -> None:
+        """Precompute the teacher's whole-image outputs the recipe asks for (see docs/TRAINING.md)."""
+        r, t = self.recipe, self.recipe.teacher
+        wanted = {"kd": (t.cache, "lr", self.data.lrs),
+                  "zoom_in": (t.cache_zoom_in and r.dukd.mode == "dukd", "hr", self.data.hrs)}
+        if self.teacher is None or not any(on for on, _, _ in wanted.values()):
+            return
+        key = teacher_key(t.model, t.args, resolve_path(t.weights), r.data.scale) if t.cache_dir else ""
+        for name, (on, kind, images) in wanted.items():
+            if on:
+                # Every rank computes what it needs alone; with a cache folder, files another rank
+                # wrote first are reused (writes are atomic, so a rank sees a whole file or none).
+                self.data.targets[name] = teacher_outputs(
+                    self.teacher, images, r.data.scale, kind, key=key,
+                    folder=t.cache_dir, device=self.device, progress=self.progress)
 
     def _load_init(self, path: Path) -> None:
         """Start from FP weights: a plain state_dict, or an FP qdukd run's checkpoint (EMA first)."""
@@ -203,7 +209,7 @@ class Trainer:
         return path
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
-        saved = Recipe.from_dict(ckpt["recipe"])
+        saved = Recipe.from_saved(ckpt["recipe"])
         if saved.student != self.recipe.student or saved.quant != self.recipe.quant:
             raise QdukdError("the checkpoint's student/quant sections differ from this recipe's: "
                              "resume with the recipe that started the run")
@@ -225,13 +231,15 @@ class Trainer:
         batch = self._batch(step)
         lr, hr = batch["lr"], batch["hr"]
         self.model.train()
-        cached = {"kd": batch["target"]} if "target" in batch and r.dukd.mode != "gt" else None
-        terms = standard_terms(self.model, self.teacher, lr, hr, r.dukd, teacher_targets=cached)
+        cached = {k: batch[k] for k in TARGET_KEYS if k in batch}
+        std_cached = {"kd": cached["kd"]} if "kd" in cached and r.dukd.mode != "gt" else None
+        terms = standard_terms(self.model, self.teacher, lr, hr, r.dukd, teacher_targets=std_cached)
         self._backward(terms, step)
         if r.dukd.mode == "dukd":
             if r.dukd.schedule == "two_step":
                 self._optimizer_step(zero=False)  # the reference lets gradients accumulate
             aux = dukd_aux_terms(self.model, self.teacher, lr, hr, r.data.scale, r.dukd, self.generator,
+                                 teacher_targets={k: v for k, v in cached.items() if k == "zoom_in"},
                                  shard=(self.dist.rank, self.dist.world))
             # Auxiliary inputs (sharp tiles, tiny zoom-outs, inverted colours) are not what the
             # deployed model sees; by default they do not move the activation ranges.

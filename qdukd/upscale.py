@@ -26,6 +26,7 @@ from .export import tensorrt_engine
 from .export.profiles import OnnxRuntimeSection
 from .export.runtime import ArrayFunction, Unavailable, ort_session, session_config, session_function
 from .images import IMAGE_SUFFIXES, list_images, read_image, to_tensor, to_uint8, write_image
+from .tiling import tiled_forward
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 
@@ -75,20 +76,7 @@ def upscale(fn: ArrayFunction, lr: np.ndarray, scale: int, tile: int, overlap: i
         tile: the largest LR tile side (0 = never tile).
         overlap: LR pixels of context added on each side of a tile and cropped from its output.
     """
-    x = to_tensor(lr).numpy()
-    h, w = lr.shape[:2]
-    if tile <= 0 or (h <= tile and w <= tile):
-        return to_uint8(torch.from_numpy(fn(x)))
-    out = np.zeros((1, 3, h * scale, w * scale), np.float32)
-    for y0 in range(0, h, tile):
-        for x0 in range(0, w, tile):
-            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-            ya, xa = max(y0 - overlap, 0), max(x0 - overlap, 0)
-            sr = fn(x[:, :, ya:min(y1 + overlap, h), xa:min(x1 + overlap, w)])
-            oy, ox = (y0 - ya) * scale, (x0 - xa) * scale
-            out[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
-                sr[:, :, oy:oy + (y1 - y0) * scale, ox:ox + (x1 - x0) * scale]
-    return to_uint8(torch.from_numpy(out))
+    return to_uint8(torch.from_numpy(tiled_forward(fn, to_tensor(lr).numpy(), scale, tile, overlap)))
 
 
 def collect_inputs(inputs: list[str]) -> list[Path]:

@@ -59,7 +59,7 @@ def test_crop_is_aligned_and_augmented():
     seen = set()
     for s in range(40):
         rng = np.random.default_rng(s)
-        lp, hp, (tp,) = random_crop_flip(lr, hr, 4, 6, rng, hr_aligned=(hr + 1,))
+        lp, hp, (tp,) = random_crop_flip(lr, hr, 4, 6, rng, aligned=(hr + 1,))
         assert np.array_equal(tp, hp + 1)  # extra HR-aligned arrays are cut the same way
         assert lp.shape == (6, 6, 3) and hp.shape == (24, 24, 3)
         # Aligned: the HR patch downscaled is the LR patch up to the resize's border handling.

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 from qdukd.distill import (
+    cut_cells,
+    zoom_in_cells,
     OPS,
     DukdConfig,
     Teacher,
@@ -22,7 +24,6 @@ from qdukd.distill import (
     sample_ops,
     standard_terms,
     zoom_in_count,
-    zoom_in_tiles,
     zoom_out,
 )
 from qdukd.distill.augment import TRANSPOSE
@@ -163,20 +164,20 @@ def test_apply_ops_rejects_mixed_transpose_on_non_square_and_bad_masks():
 
 
 @pytest.mark.parametrize("scale,hw", [(2, (5, 5)), (3, (4, 4)), (4, (3, 5))])
-def test_zoom_in_tiles_are_distinct_grid_blocks(scale, hw):
+def test_zoom_in_cells_are_distinct_grid_blocks(scale, hw):
     h, w = hw
     batch = 3
     hr = rand(batch, 3, scale * h, scale * w)
     before = hr.clone()
     for n in (1, scale * scale):
-        tiles = zoom_in_tiles(hr, scale, n, gen(7))
+        tiles = cut_cells(hr, scale, zoom_in_cells(scale, n, gen(7)))
         assert tiles.shape == (n * batch, 3, h, w)
         blocks = {(i, j): hr[..., i * h:(i + 1) * h, j * w:(j + 1) * w] for i in range(scale) for j in range(scale)}
         found = [[pos for pos, block in blocks.items() if torch.equal(tiles[k * batch:(k + 1) * batch], block)]
                  for k in range(n)]
         assert all(len(f) == 1 for f in found)  # every tile group is one grid block, same for all samples
         assert len({f[0] for f in found}) == n  # distinct positions
-        assert torch.equal(tiles, zoom_in_tiles(hr, scale, n, gen(7)))
+        assert torch.equal(tiles, cut_cells(hr, scale, zoom_in_cells(scale, n, gen(7))))
     assert torch.equal(hr, before)
 
 
@@ -184,9 +185,9 @@ def test_zoom_in_validation_and_counts():
     assert [zoom_in_count(s) for s in (2, 3, 4)] == [2, 1, 1]
     assert zoom_in_count(4, 3) == 3
     with pytest.raises(ValueError):
-        zoom_in_tiles(rand(1, 3, 9, 8), 2, 1, gen())
+        cut_cells(rand(1, 3, 9, 8), 2, [0])
     with pytest.raises(ValueError):
-        zoom_in_tiles(rand(1, 3, 8, 8), 2, 5, gen())
+        zoom_in_cells(2, 5, gen())
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
@@ -351,6 +352,25 @@ def test_teacher_calls_are_batched_and_cached_targets_replace_them():
         assert torch.allclose(fresh[k], cached[k], rtol=1e-5), k
 
 
+def test_cached_zoom_in_targets_are_cells_of_the_whole_patch_output():
+    # A pixel-local teacher (nearest upsampling) maps a tile to exactly the matching cell of its
+    # output on the whole HR patch, so cached zoom-in targets must reproduce on-the-fly ones.
+    scale = 2
+    student, teacher = tiny_sr(scale, seed=2), Counting(nn.Upsample(scale_factor=scale, mode="nearest"))
+    lr, hr = data(scale, n=3)
+    cfg = DukdConfig()
+    fresh = compute_losses(student, teacher, lr, hr, scale, cfg, gen(9))
+    cache = {"kd": teacher(lr), "zoom_in": teacher(hr)}
+    teacher.inputs.clear()
+    cached = compute_losses(student, teacher, lr, hr, scale, cfg, gen(9), teacher_targets=cache)
+    assert [x.shape[-1] for x in teacher.inputs] == [lr.shape[-1] // scale]  # only the zoom-out inputs
+    for k in fresh:
+        assert torch.equal(fresh[k], cached[k]), k
+    aux = dukd_aux_terms(student, None, lr, hr, scale, DukdConfig(zoom_out=False), gen(9),
+                         teacher_targets={"zoom_in": cache["zoom_in"]})
+    assert torch.equal(aux["zoom_in_kd"], fresh["zoom_in_kd"])
+
+
 def test_missing_teacher_and_unknown_targets_are_errors():
     lr, hr = data()
     student = tiny_sr(2)
@@ -359,7 +379,7 @@ def test_missing_teacher_and_unknown_targets_are_errors():
     kd_only = compute_losses(student, None, lr, hr, 2, DukdConfig(mode="kd"), gen(), {"kd": hr})
     assert set(kd_only) == {"pix", "kd", "total"}
     with pytest.raises(ValueError, match="unknown teacher_targets"):
-        compute_losses(student, None, lr, hr, 2, DukdConfig(mode="kd"), gen(), {"zoom_in": hr})
+        compute_losses(student, None, lr, hr, 2, DukdConfig(mode="kd"), gen(), {"zoom_in_kd": hr})
     with pytest.raises(ValueError, match="mode"):
         compute_losses(student, None, lr, hr, 2, DukdConfig(mode="dkd"), gen())  # type: ignore[arg-type]
 

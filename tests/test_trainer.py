@@ -10,11 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from qdukd.checkpoint import load_checkpoint, student_from_checkpoint
+from qdukd.checkpoint import load_checkpoint, save_checkpoint, student_from_checkpoint
 from qdukd.errors import QdukdError
+from qdukd.images import to_tensor
 from qdukd.models import build_model
 from qdukd.recipe import Recipe, load_recipe
 from qdukd.trainer import Trainer, learning_rate
@@ -75,6 +77,20 @@ def test_checkpoint_alone_rebuilds_the_quantized_student(tmp_path, teacher_file)
     with torch.no_grad():
         assert torch.equal(model(x), trainer.student(x))
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*"))
+
+
+def test_resuming_a_run_saved_before_quantize_bias_keeps_its_float_biases(tmp_path, teacher_file):
+    recipe = tiny_recipe(teacher_file, "train.iters=2", "quant={w_bits=4, a_bits=4}")
+    Trainer(recipe.with_overrides(["quant.quantize_bias=false", "train.iters=1"]), tmp_path, progress=False).fit()
+    for path in tmp_path.glob("*.pt"):  # as an older qdukd wrote them: no quantize_bias key anywhere
+        ckpt = load_checkpoint(path)
+        del ckpt["recipe"]["quant"]["quantize_bias"], ckpt["quant"]["config"]["quantize_bias"]
+        save_checkpoint(path, ckpt)
+    with pytest.raises(QdukdError, match="differ from this recipe"):  # today's default would round them
+        Trainer(recipe, tmp_path, resume=True, progress=False)
+    resumed = Trainer(recipe.with_overrides(["quant.quantize_bias=false"]), tmp_path, resume=True, progress=False)
+    assert resumed.step == 1
+    resumed.fit()
 
 
 def test_nan_loss_names_step_and_term(tmp_path, teacher_file):
@@ -171,6 +187,35 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, teacher_fi
     assert moved > 1e-3  # training really moved the weights, by far more than the tolerance
 
 
+def test_zoom_in_cache_cuts_the_teachers_hr_output_and_is_shared_on_disk(tmp_path, teacher_file):
+    cache = tmp_path / "cache"
+    options = ["train.iters=1", "teacher.cache_zoom_in=true", f"teacher.cache_dir=\"{cache}\"", "data.augment=false"]
+    recipe = tiny_recipe(teacher_file, *options)
+    trainer = Trainer(recipe, tmp_path / "a", progress=False)
+    item = trainer.data[0]
+    hr, patch = trainer.data.hrs[item["image"]], item["hr"]
+    assert set(item) == {"lr", "hr", "image", "zoom_in"} and item["zoom_in"].shape[-1] == 4 * patch.shape[-1]
+    # Where the HR patch was cut, the teacher's output of the whole HR image gives the target.
+    p = patch.shape[-1]
+    whole = to_tensor(hr)[0]
+    top, left = next((t, l) for t in range(hr.shape[0] - p + 1) for l in range(hr.shape[1] - p + 1)
+                     if torch.equal(whole[:, t:t + p, l:l + p], patch))
+    full = trainer.teacher(to_tensor(hr))[0]
+    assert torch.allclose(full[:, 4 * top:4 * (top + p), 4 * left:4 * (left + p)], item["zoom_in"], atol=2e-3)
+    trainer.fit()
+    files = {f: f.stat().st_mtime_ns for f in cache.glob("hr-*.npy")}
+    assert len(files) == len(trainer.data.hrs)
+    # A second run with the same teacher reads the files (memory-mapped) instead of recomputing.
+    again = Trainer(recipe, tmp_path / "b", progress=False)
+    assert all(isinstance(t, np.memmap) for t in again.data.targets["zoom_in"])
+    assert {f: f.stat().st_mtime_ns for f in cache.glob("hr-*.npy")} == files
+    # Other teacher weights are another cache entry.
+    other = tmp_path / "other.pth"
+    torch.save({k: v + 0.01 for k, v in torch.load(teacher_file, weights_only=True).items()}, other)
+    Trainer(tiny_recipe(str(other), *options), tmp_path / "c", progress=False)
+    assert len(list(cache.glob("hr-*.npy"))) == 2 * len(files)
+
+
 def test_demo_recipe_loads():
     r = load_recipe(ROOT / "recipes" / "demo.toml")
     assert r.quant is not None and r.dukd.mode == "dukd"
@@ -181,10 +226,10 @@ def test_teacher_cache_targets_are_the_teachers_output_cropped(tmp_path, teacher
                          "data.augment=false")
     trainer = Trainer(recipe, tmp_path, progress=False)
     item = trainer.data[0]
-    full = trainer.teacher(torch.from_numpy(trainer.data.lrs[item["image"]]).permute(2, 0, 1)[None].float() / 255)
+    full = trainer.teacher(to_tensor(trainer.data.lrs[item["image"]]))
     # The cached target is a crop of the whole-image output: find it and compare (float16 storage).
-    h = item["target"].shape[-1]
+    h = item["kd"].shape[-1]
     hits = [(t, l) for t in range(0, full.shape[-2] - h + 1, 4) for l in range(0, full.shape[-1] - h + 1, 4)
-            if torch.allclose(full[0, :, t:t + h, l:l + h], item["target"], atol=2e-3)]
+            if torch.allclose(full[0, :, t:t + h, l:l + h], item["kd"], atol=2e-3)]
     assert len(hits) == 1
     trainer.fit()

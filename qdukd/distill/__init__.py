@@ -17,7 +17,7 @@ from .losses import (
     standard_terms,
 )
 from .teacher import Teacher
-from .upcycle import zoom_in_count, zoom_in_tiles, zoom_out
+from .upcycle import cut_cells, zoom_in_cells, zoom_in_count, zoom_out
 
 __all__ = [
     "MODES",
@@ -27,12 +27,13 @@ __all__ = [
     "Teacher",
     "apply_ops",
     "compute_losses",
+    "cut_cells",
     "dukd_aux_terms",
     "invert_ops",
     "label_consistency_loss",
     "sample_ops",
     "standard_terms",
     "zoom_in_count",
-    "zoom_in_tiles",
+    "zoom_in_cells",
     "zoom_out",
 ]

@@ -26,16 +26,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .augment import TRANSPOSE, apply_ops, invert_ops, sample_ops
-from .upcycle import zoom_in_count, zoom_in_tiles, zoom_out
+from .upcycle import cut_cells, zoom_in_cells, zoom_in_count, zoom_out
 
 __all__ = ["MODES", "TARGET_KEYS", "DukdConfig", "compute_losses", "dukd_aux_terms",
            "label_consistency_loss", "standard_terms"]
 
 Net = Callable[[Tensor], Tensor]
 MODES = ("gt", "kd", "dukd")
-# Teacher outputs a trainer may precompute (e.g. from a cache); zoom-in targets depend on
-# randomly drawn tiles and are always computed here.
-TARGET_KEYS = ("kd", "zoom_out")
+# Teacher outputs a trainer may precompute (e.g. from a cache): ``kd`` = T(lr), ``zoom_out`` =
+# T(zoom_out(lr)), and ``zoom_in`` = the teacher's output of the whole HR patch (scale**2 times its
+# pixels), from which the targets of the randomly drawn zoom-in tiles are cut.
+TARGET_KEYS = ("kd", "zoom_in", "zoom_out")
 
 
 @dataclass(frozen=True)
@@ -152,15 +153,17 @@ def label_consistency_loss(student: Net, tiles: Tensor, ops: Tensor, target: Ten
     return err / target.numel()
 
 
-def _draw_zoom_in(hr: Tensor, scale: int, cfg: DukdConfig, generator: torch.Generator,
-                  shard: tuple[int, int] = (0, 1)) -> tuple[Tensor, Tensor]:
-    n = zoom_in_count(scale, cfg.n_zoom_in)
-    tiles = zoom_in_tiles(hr, scale, n, generator)
+def _draw_zoom_in(hr: Tensor, scale: int, cfg: DukdConfig, generator: torch.Generator, targets: dict[str, Tensor],
+                  shard: tuple[int, int] = (0, 1)) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Zoom-in tiles, their augmentations and, when ``targets`` has ``zoom_in``, their cached targets."""
+    cells = zoom_in_cells(scale, zoom_in_count(scale, cfg.n_zoom_in), generator)
+    tiles = cut_cells(hr, scale, cells)
+    cached = cut_cells(targets["zoom_in"], scale, cells) if "zoom_in" in targets else None
     rank, world = shard
     # Draw for the global batch and keep this rank's rows, so N processes draw exactly what one
     # process with the whole batch would (tiles are position-major: (n, world, local)).
     ops = sample_ops(tiles.shape[0] * world, cfg.p, generator)
-    return tiles, ops.view(n, world, hr.shape[0], -1)[:, rank].reshape(tiles.shape[0], -1)
+    return tiles, ops.view(len(cells), world, hr.shape[0], -1)[:, rank].reshape(tiles.shape[0], -1), cached
 
 
 def _aux_terms(student: Net, teacher: Net | None, lr: Tensor, scale: int, cfg: DukdConfig, tiles: Tensor,
@@ -188,13 +191,15 @@ def dukd_aux_terms(student: Net, teacher: Net, lr: Tensor, hr: Tensor, scale: in
 
     Args:
         student: The network being trained.
-        teacher: The frozen teacher (zoom-in targets are always computed).
+        teacher: The frozen teacher (may be None when every target is precomputed).
         lr: LR batch ``(N, 3, h, w)``.
         hr: HR batch ``(N, 3, s*h, s*w)``; the zoom-in tiles are cut from it.
         scale: Upscaling factor ``s``.
         cfg: Weights, augmentation probability, tile count, zoom-out switch, inverse mode.
         generator: Source of all randomness.
-        teacher_targets: Optional precomputed ``{"zoom_out": T(zoom_out(lr, s))}``.
+        teacher_targets: Optional precomputed ``{"zoom_in": T(whole HR patch), "zoom_out":
+            T(zoom_out(lr, s))}``; ``zoom_in`` is ``(N, 3, s*s*h, s*s*w)``, its cells are the
+            targets of the drawn tiles.
         shard: ``(rank, world)`` when the global batch is split over processes: ``lr``/``hr``
             are this rank's contiguous share, and the random draws match a single process.
 
@@ -202,8 +207,8 @@ def dukd_aux_terms(student: Net, teacher: Net, lr: Tensor, hr: Tensor, scale: in
         ``{"zoom_in_kd", ["zoom_out_pix", "zoom_out_kd"], "total"}``.
     """
     targets = _targets(teacher_targets)
-    tiles, ops = _draw_zoom_in(hr, scale, cfg, generator, shard)
-    return _aux_terms(student, teacher, lr, scale, cfg, tiles, ops, None, targets)
+    tiles, ops, zoom_in_target = _draw_zoom_in(hr, scale, cfg, generator, targets, shard)
+    return _aux_terms(student, teacher, lr, scale, cfg, tiles, ops, zoom_in_target, targets)
 
 
 def compute_losses(student: Net, teacher: Net | None, lr: Tensor, hr: Tensor, scale: int, cfg: DukdConfig,
@@ -212,7 +217,7 @@ def compute_losses(student: Net, teacher: Net | None, lr: Tensor, hr: Tensor, sc
     """All terms of ``cfg.mode`` for one step, with their weighted ``total``.
 
     In mode ``"dukd"`` the teacher runs once on the LR batch and the zoom-in tiles together
-    (they have the same size) unless ``teacher_targets["kd"]`` is given. Randomness is drawn
+    (they have the same size) unless either is precomputed. Randomness is drawn
     exactly as in :func:`dukd_aux_terms`.
 
     Args:
@@ -232,10 +237,8 @@ def compute_losses(student: Net, teacher: Net | None, lr: Tensor, hr: Tensor, sc
     targets = _targets(teacher_targets)
     if _mode(cfg) != "dukd":
         return standard_terms(student, teacher, lr, hr, cfg, targets)
-    tiles, ops = _draw_zoom_in(hr, scale, cfg, generator)
-    if "kd" in targets:
-        zoom_in_target = None
-    else:
+    tiles, ops, zoom_in_target = _draw_zoom_in(hr, scale, cfg, generator, targets)
+    if "kd" not in targets and zoom_in_target is None:
         # One teacher call for the LR patches and the zoom-in tiles: both are LR-sized.
         both = _teach(teacher, torch.cat([lr, tiles]))
         targets["kd"], zoom_in_target = both.split([lr.shape[0], tiles.shape[0]])

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from ..resize import imresize_torch
 
-__all__ = ["zoom_in_count", "zoom_in_tiles", "zoom_out"]
+__all__ = ["cut_cells", "zoom_in_cells", "zoom_in_count", "zoom_out"]
 
 # Tiles per sample in the reference configurations; an x2 grid has only 4 tiles, x4 has 16.
 _REFERENCE_ZOOM_IN = {2: 2, 3: 1, 4: 1}
@@ -34,34 +34,47 @@ def zoom_in_count(scale: int, requested: int = 0) -> int:
     return requested or _REFERENCE_ZOOM_IN.get(scale, 1)
 
 
-def zoom_in_tiles(hr: Tensor, scale: int, n: int, generator: torch.Generator) -> Tensor:
-    """Cut ``n`` distinct tiles from the ``scale x scale`` grid of each HR patch.
-
-    The same grid positions are used for every sample in the batch, as in the reference code.
-    The tile size is the LR size ``(H / scale, W / scale)``.
+def zoom_in_cells(scale: int, n: int, generator: torch.Generator) -> list[int]:
+    """Draw ``n`` distinct cells of the ``scale x scale`` grid (row-major indices).
 
     Args:
-        hr: HR batch ``(N, C, H, W)`` with H and W divisible by ``scale``.
         scale: Upscaling factor.
         n: Tiles per sample, ``1 <= n <= scale**2``.
-        generator: Draws the grid positions (without replacement).
-
-    Returns:
-        Tiles ``(n * N, C, H / scale, W / scale)``, position-major: rows ``k*N .. (k+1)*N - 1``
-        are the k-th drawn position of every sample.
+        generator: Draws the positions (without replacement).
 
     Raises:
-        ValueError: If H or W is not divisible by ``scale`` or ``n`` is out of range.
+        ValueError: If ``n`` is out of range.
     """
-    big_h, big_w = hr.shape[-2:]
-    if big_h % scale or big_w % scale:
-        raise ValueError(f"HR patch {big_h}x{big_w} is not divisible by scale {scale}")
     if not 1 <= n <= scale * scale:
         raise ValueError(f"zoom-in needs 1 <= n <= {scale * scale} tiles at x{scale}, got {n}")
+    return torch.randperm(scale * scale, generator=generator, device=generator.device)[:n].tolist()
+
+
+def cut_cells(x: Tensor, scale: int, cells: list[int]) -> Tensor:
+    """Cut the given cells of the ``scale x scale`` grid from every image of a batch.
+
+    The same cells are cut from every sample, as in the reference code. Cutting the HR patch
+    gives the zoom-in tiles (LR-sized); cutting the teacher's output of the whole HR patch with
+    the same cells gives their cached targets.
+
+    Args:
+        x: Batch ``(N, C, H, W)`` with H and W divisible by ``scale``.
+        scale: Upscaling factor (grid size).
+        cells: Row-major grid indices from :func:`zoom_in_cells`.
+
+    Returns:
+        ``(len(cells) * N, C, H / scale, W / scale)``, position-major: rows ``k*N .. (k+1)*N - 1``
+        are the k-th cell of every sample.
+
+    Raises:
+        ValueError: If H or W is not divisible by ``scale``.
+    """
+    big_h, big_w = x.shape[-2:]
+    if big_h % scale or big_w % scale:
+        raise ValueError(f"patch {big_h}x{big_w} is not divisible by scale {scale}")
     h, w = big_h // scale, big_w // scale
-    cells = torch.randperm(scale * scale, generator=generator, device=generator.device)[:n].tolist()
-    # Only the drawn tiles are copied (n is 1 or 2 in practice, out of scale**2).
-    return torch.cat([hr[..., (c // scale) * h:(c // scale + 1) * h, (c % scale) * w:(c % scale + 1) * w]
+    # Only the drawn cells are copied (n is 1 or 2 in practice, out of scale**2).
+    return torch.cat([x[..., (c // scale) * h:(c // scale + 1) * h, (c % scale) * w:(c % scale + 1) * w]
                       for c in cells])
 
 

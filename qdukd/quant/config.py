@@ -78,6 +78,12 @@ class QuantConfig:
         return strict.from_dict(cls, data, "quant")
 
     @classmethod
+    def from_saved(cls, data: dict[str, Any]) -> QuantConfig:
+        """A config stored in a checkpoint or quant state by any qdukd version: keys added since
+        take the behaviour of the version that saved it (before ``quantize_bias``: float biases)."""
+        return cls.from_dict({"quantize_bias": False, **data})
+
+    @classmethod
     def from_string(cls, spec: str) -> QuantConfig:
         """Parse ``"w4a4"`` optionally followed by ``,key=value`` pairs (TOML values).
 

@@ -86,8 +86,7 @@ def restore_qat(model: nn.Module, state: dict[str, Any]) -> nn.Module:
         raise QdukdError(f"quant state version {state.get('version')!r}; this qdukd reads {VERSION} (upgrade qdukd)")
     if getattr(model, CONFIG_ATTR, None) is not None:
         raise QdukdError(f"{type(model).__name__} is already prepared for QAT; restore_qat needs a float model")
-    # States saved before quantize_bias existed had float biases.
-    cfg = QuantConfig.from_dict({"quantize_bias": False, **state["config"]})
+    cfg = QuantConfig.from_saved(state["config"])
     for name, layer in state["layers"].items():
         if layer["kind"] not in TWINS:
             raise QdukdError(f"quant state layer {name!r} has unknown kind {layer['kind']!r} "
