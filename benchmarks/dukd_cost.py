@@ -94,7 +94,8 @@ def main() -> None:
     write_json(RESULTS / "dukd_cost.json", result)
     print("median step: " + ", ".join(f"{m} {t * 1e3:.1f} ms" for m, t in med.items()))
     print(f"DUKD/KD {result['dukd_over_kd']:.2f}x, DUKD/GT {result['dukd_over_gt']:.2f}x, "
-          f"DUKD+cache/GT {result['dukd_cache_over_gt']:.2f}x, DUKD+zoomcache/GT {result['dukd_zoomcache_over_gt']:.2f}x; "
+          f"DUKD+cache/GT {result['dukd_cache_over_gt']:.2f}x, "
+          f"DUKD+zoomcache/GT {result['dukd_zoomcache_over_gt']:.2f}x; "
           "teacher share: " + ", ".join(f"{m} {v:.0%}" for m, v in result["teacher_share"].items()))
 
 

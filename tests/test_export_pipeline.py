@@ -130,7 +130,8 @@ def test_every_zoo_architecture_exports_and_onnxruntime_agrees(name, tmp_path):
     x = torch.rand(1, 3, 14, 18)  # not a multiple of SwinIR's window: padding is in the graph
     with torch.no_grad():
         want_q, want_f = model(x).numpy(), float_copy(model)(x).numpy()
-    got_q, got_f = (ort_session(tmp_path / f, optimize=False).run(None, {"lr": x.numpy()})[0] for f in ("q.onnx", "f.onnx"))
+    got_q, got_f = (ort_session(tmp_path / f, optimize=False).run(None, {"lr": x.numpy()})[0]
+                    for f in ("q.onnx", "f.onnx"))
     assert got_f.shape == got_q.shape == (1, 3, 28, 36)
     assert np.abs(got_f - want_f).max() < 1e-4
     # Fake-quant codes may flip on float-rounding ties (more layers, more ties): PSNR, not equality.

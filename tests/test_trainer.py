@@ -198,8 +198,8 @@ def test_zoom_in_cache_cuts_the_teachers_hr_output_and_is_shared_on_disk(tmp_pat
     # Where the HR patch was cut, the teacher's output of the whole HR image gives the target.
     p = patch.shape[-1]
     whole = to_tensor(hr)[0]
-    top, left = next((t, l) for t in range(hr.shape[0] - p + 1) for l in range(hr.shape[1] - p + 1)
-                     if torch.equal(whole[:, t:t + p, l:l + p], patch))
+    top, left = next((t, c) for t in range(hr.shape[0] - p + 1) for c in range(hr.shape[1] - p + 1)
+                     if torch.equal(whole[:, t:t + p, c:c + p], patch))
     full = trainer.teacher(to_tensor(hr))[0]
     assert torch.allclose(full[:, 4 * top:4 * (top + p), 4 * left:4 * (left + p)], item["zoom_in"], atol=2e-3)
     trainer.fit()
