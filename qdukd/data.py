@@ -126,9 +126,10 @@ def random_crop_flip(lr: np.ndarray, hr: np.ndarray, scale: int, patch: int, rng
 
 
 def _hwc_to_chw(img: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 -> 3xHxW float in [0, 1]; float arrays (cached targets) are kept as they are."""
-    t = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float()
-    return t.div_(255.0) if img.dtype == np.uint8 else t
+    """HxWx3 uint8 -> 3xHxW float32 in [0, 1]; float arrays (cached float16 targets) keep their
+    dtype: the losses cast the parts they use, so a zoom-in target is not converted whole."""
+    t = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+    return t.float().div_(255.0) if img.dtype == np.uint8 else t
 
 
 class TrainPatches(Dataset):

@@ -201,7 +201,8 @@ def test_zoom_in_cache_cuts_the_teachers_hr_output_and_is_shared_on_disk(tmp_pat
     top, left = next((t, c) for t in range(hr.shape[0] - p + 1) for c in range(hr.shape[1] - p + 1)
                      if torch.equal(whole[:, t:t + p, c:c + p], patch))
     full = trainer.teacher(to_tensor(hr))[0]
-    assert torch.allclose(full[:, 4 * top:4 * (top + p), 4 * left:4 * (left + p)], item["zoom_in"], atol=2e-3)
+    cut = full[:, 4 * top:4 * (top + p), 4 * left:4 * (left + p)]
+    assert torch.allclose(cut, item["zoom_in"].float(), atol=2e-3)
     trainer.fit()
     files = {f: f.stat().st_mtime_ns for f in cache.glob("hr-*.npy")}
     assert len(files) == len(trainer.data.hrs)
@@ -230,6 +231,6 @@ def test_teacher_cache_targets_are_the_teachers_output_cropped(tmp_path, teacher
     # The cached target is a crop of the whole-image output: find it and compare (float16 storage).
     h = item["kd"].shape[-1]
     hits = [(t, l) for t in range(0, full.shape[-2] - h + 1, 4) for l in range(0, full.shape[-1] - h + 1, 4)
-            if torch.allclose(full[0, :, t:t + h, l:l + h], item["kd"], atol=2e-3)]
+            if torch.allclose(full[0, :, t:t + h, l:l + h], item["kd"].float(), atol=2e-3)]
     assert len(hits) == 1
     trainer.fit()

@@ -90,7 +90,7 @@ def _teach(teacher: Net | None, x: Tensor) -> Tensor:
 
 
 def _target(targets: dict[str, Tensor], name: str, teacher: Net | None, x: Tensor) -> Tensor:
-    return targets[name] if name in targets else _teach(teacher, x)
+    return targets[name].to(x.dtype) if name in targets else _teach(teacher, x)
 
 
 def _with_total(terms: dict[str, Tensor], cfg: DukdConfig) -> dict[str, Tensor]:
@@ -158,7 +158,7 @@ def _draw_zoom_in(hr: Tensor, scale: int, cfg: DukdConfig, generator: torch.Gene
     """Zoom-in tiles, their augmentations and, when ``targets`` has ``zoom_in``, their cached targets."""
     cells = zoom_in_cells(scale, zoom_in_count(scale, cfg.n_zoom_in), generator)
     tiles = cut_cells(hr, scale, cells)
-    cached = cut_cells(targets["zoom_in"], scale, cells) if "zoom_in" in targets else None
+    cached = cut_cells(targets["zoom_in"], scale, cells).to(hr.dtype) if "zoom_in" in targets else None
     rank, world = shard
     # Draw for the global batch and keep this rank's rows, so N processes draw exactly what one
     # process with the whole batch would (tiles are position-major: (n, world, local)).
