@@ -7,7 +7,7 @@ on-the-fly teacher targets, KD and DUKD with the teacher cache (``teacher.cache 
 ``kd`` targets cropped from the teacher's whole-image outputs, computed once before training),
 and DUKD with the zoom-in cache too (``teacher.cache_zoom_in = true``: zoom-in targets cut from
 the teacher's output of the whole HR image). Cached outputs are kept in ``--cache-dir`` and
-reused from there (the one-off pass over ../shared/data/train at x4 takes ~30 min, 1 thread).
+reused from there; the one-off pass that fills it is slow (docs/RESULTS.md, section 5).
 
 Usage:
     python benchmarks/dukd_cost.py [--steps 20] [--threads 2]

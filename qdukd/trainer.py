@@ -231,15 +231,14 @@ class Trainer:
         batch = self._batch(step)
         lr, hr = batch["lr"], batch["hr"]
         self.model.train()
-        cached = {k: batch[k] for k in TARGET_KEYS if k in batch}
-        std_cached = {"kd": cached["kd"]} if "kd" in cached and r.dukd.mode != "gt" else None
-        terms = standard_terms(self.model, self.teacher, lr, hr, r.dukd, teacher_targets=std_cached)
+        cached = {k: batch[k] for k in TARGET_KEYS if k in batch}  # each loss half uses its own keys
+        terms = standard_terms(self.model, self.teacher, lr, hr, r.dukd, teacher_targets=cached)
         self._backward(terms, step)
         if r.dukd.mode == "dukd":
             if r.dukd.schedule == "two_step":
                 self._optimizer_step(zero=False)  # the reference lets gradients accumulate
             aux = dukd_aux_terms(self.model, self.teacher, lr, hr, r.data.scale, r.dukd, self.generator,
-                                 teacher_targets={k: v for k, v in cached.items() if k == "zoom_in"},
+                                 teacher_targets=cached,
                                  shard=(self.dist.rank, self.dist.world))
             # Auxiliary inputs (sharp tiles, tiny zoom-outs, inverted colours) are not what the
             # deployed model sees; by default they do not move the activation ranges.

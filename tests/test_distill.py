@@ -11,18 +11,18 @@ import torch
 from torch import nn
 
 from qdukd.distill import (
-    cut_cells,
-    zoom_in_cells,
     OPS,
     DukdConfig,
     Teacher,
     apply_ops,
     compute_losses,
+    cut_cells,
     dukd_aux_terms,
     invert_ops,
     label_consistency_loss,
     sample_ops,
     standard_terms,
+    zoom_in_cells,
     zoom_in_count,
     zoom_out,
 )

@@ -21,12 +21,14 @@ import torch
 from tqdm import tqdm
 
 from ..atomic import atomic_path
+from ..images import to_tensor
 from ..tiling import tiled_forward
 
 __all__ = ["teacher_key", "teacher_outputs"]
 
 # Bounds the teacher's memory on large inputs (an x4 output of a 512-pixel tile has ~4M pixels per
-# channel); the overlap covers the receptive field of the zoo's teachers.
+# channel). The overlap is context at the seams, not a full receptive field (PAN's is wider): near
+# a seam the output may differ slightly from a whole-image pass, as it does at patch borders anyway.
 TILE, OVERLAP = 512, 24
 
 
@@ -80,8 +82,8 @@ def teacher_outputs(teacher: Callable[[torch.Tensor], torch.Tensor], images: lis
         path = _file(store, key, kind, img) if store is not None else None
         cached = _load(path, shape) if path is not None else None
         if cached is None:
-            x = np.ascontiguousarray(img.transpose(2, 0, 1))[None].astype(np.float32) / 255.0
-            cached = tiled_forward(run, x, scale, TILE, OVERLAP)[0].transpose(1, 2, 0).astype(np.float16)
+            out = tiled_forward(run, to_tensor(img).numpy(), scale, TILE, OVERLAP)
+            cached = out[0].transpose(1, 2, 0).astype(np.float16)
             if path is not None:
                 with atomic_path(path) as tmp, open(tmp, "wb") as f:
                     np.save(f, cached)
