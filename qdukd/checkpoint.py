@@ -22,43 +22,62 @@ from .atomic import atomic_path
 from .errors import QdukdError
 from .models import build_model
 from .quant import restore_qat
+from .recipe import Recipe
+from .torchfile import check_finite, read_torch_file
 
 FORMAT, VERSION = "qdukd-checkpoint", 1
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write a checkpoint atomically (temp file + rename): a crash never leaves half a file."""
+    """Write a checkpoint atomically (temp file + rename): a crash never leaves half a file.
+
+    Raises:
+        QdukdError: the student (or its EMA) holds NaN or infinity; nothing is written.
+    """
+    _check_weights(state, f"refusing to save {path}")
     with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, "version": VERSION, **state}, tmp)
+
+
+def _check_weights(ckpt: dict[str, Any], label: str) -> None:
+    check_finite(ckpt["student"], f"{label} (student)")
+    if ckpt.get("ema") is not None:
+        check_finite(ckpt["ema"], f"{label} (EMA weights)")
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read and validate a qdukd checkpoint (safely: ``weights_only=True``).
 
     Raises:
-        QdukdError: missing, corrupt, or not a qdukd checkpoint.
+        QdukdError: missing, empty, corrupt, not a qdukd checkpoint, without a usable recipe,
+            or with non-finite weights or quantizer steps (naming the tensor).
     """
     path = Path(path)
-    if not path.is_file():
-        raise QdukdError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for truncated / foreign files
-        raise QdukdError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]} (corrupt or not a torch file?)") from None
+    ckpt = read_torch_file(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise QdukdError(f"{path} is not a qdukd training checkpoint (for plain weights use --model/--weights)")
     if ckpt.get("version") != VERSION:
         raise QdukdError(f"{path} has checkpoint version {ckpt.get('version')}, this qdukd reads {VERSION}")
+    if not isinstance(ckpt.get("recipe"), dict) or not isinstance(ckpt.get("student"), dict):
+        raise QdukdError(f"checkpoint {path} has no recipe or no student weights; it was not written by "
+                         "qdukd.train (use the run's last.pt or step_*.pt)")
+    try:
+        Recipe.from_saved(ckpt["recipe"])
+    except QdukdError as e:
+        raise QdukdError(f"checkpoint {path} carries a recipe this qdukd cannot read: {e}") from None
+    _check_weights(ckpt, f"checkpoint {path}")
     return ckpt
 
 
 def is_checkpoint(path: str | Path) -> bool:
-    """Cheap check by content, for CLIs that take either a checkpoint or an exported model."""
-    try:
-        load_checkpoint(path)
-        return True
-    except QdukdError:
-        return False
+    """Whether ``path`` is a qdukd checkpoint (by content) rather than plain weights.
+
+    Raises:
+        QdukdError: the file is missing or unreadable (so a damaged checkpoint is reported as
+            such, not mistaken for plain weights).
+    """
+    obj = read_torch_file(path, "checkpoint")
+    return isinstance(obj, dict) and obj.get("format") == FORMAT
 
 
 def student_from_checkpoint(ckpt: dict[str, Any], use_ema: bool = True) -> nn.Module:

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import errno
 import sys
+import tempfile
+import traceback
 import warnings
+from pathlib import Path
 from typing import Callable
 
 from .errors import QdukdError
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+# A pipeline reads these: 1 is only ever a failed parity gate, never a crash.
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CRASH = 0, 1, 2, 3
 
 
 def run(main: Callable[[], int]) -> int:
-    """Run a CLI body: bad input prints one ``error:`` line and exits 2; Ctrl-C exits 130."""
+    """Run a CLI body and map its outcome to an exit code.
+
+    Bad input (:class:`QdukdError`, or a file-system error on a path the user named) prints one
+    ``error:`` line and exits 2; Ctrl-C exits 130; anything else is a bug: the traceback and
+    exit code 3.
+    """
     warnings.simplefilter("default", UserWarning)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:
@@ -20,9 +30,56 @@ def run(main: Callable[[], int]) -> int:
     except QdukdError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as e:
+        if e.filename is None:  # not about a path: a crash like any other
+            return _crash()
+        print(f"error: {_os_error_line(e)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        return _crash()
+
+
+def _os_error_line(e: OSError) -> str:
+    """A file-system error as one line with the fix the common cases need."""
+    fix = {errno.EACCES: "check its permissions or choose another location",
+           errno.EPERM: "check its permissions or choose another location",
+           errno.EROFS: "the file system is read-only; choose another location",
+           errno.ENOSPC: "the disk is full; free space or choose another location",
+           errno.ENOTDIR: "a part of the path is a file, not a folder",
+           errno.EISDIR: "it is a folder; name a file",
+           errno.ENOENT: "check the path"}.get(e.errno or 0, "check the path")
+    return f"cannot use {e.filename}: {e.strerror or 'file-system error'} ({fix})"
+
+
+def _crash() -> int:
+    traceback.print_exc()
+    print(f"qdukd crashed (exit {EXIT_CRASH}): this is a bug, not bad input; please report it with the "
+          "traceback above", file=sys.stderr)
+    return EXIT_CRASH
+
+
+def check_output_file(path: str | Path, flag: str) -> Path:
+    """Fail now, not after the work, when ``path`` cannot be written (its parent is created).
+
+    Raises:
+        QdukdError: ``path`` is a folder, a part of it is a file, or its folder is not writable.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise QdukdError(f"{flag} {path} is a folder; name a file")
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise QdukdError(f"{flag} {path}: {blocker} is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as e:
+        raise QdukdError(f"{flag} {path}: cannot write in {path.parent} ({e.strerror})") from None
+    return path
 
 
 def parse_kv(pairs: list[str], what: str) -> dict[str, object]:

@@ -16,9 +16,10 @@ from .errors import QdukdError
 T = TypeVar("T")
 
 
-def _closest(key: str, valid: list[str]) -> str:
+def _closest(key: str, valid: list[str], prefix: str = "") -> str:
+    """The suggestion after an unknown key, named in full (``prefix`` is ``"train."`` or ``""``)."""
     match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    return f"; did you mean {match[0]!r}?" if match else f"; valid keys: {', '.join(valid)}"
+    return f"; did you mean {prefix + match[0]!r}?" if match else f"; valid keys: {', '.join(valid)}"
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -81,7 +82,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     kwargs = {}
     for key, value in data.items():
         if key not in names:
-            raise QdukdError(f"unknown key {prefix + key!r}{_closest(key, names)}")
+            raise QdukdError(f"unknown key {prefix + key!r}{_closest(key, names, prefix)}")
         kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}")
     try:
         obj = cls(**kwargs)
@@ -111,12 +112,20 @@ def parse_scalar(text: str) -> Any:
         return text  # a bare word is a string: model=edsr
 
 
-def override(obj: T, dotted: str, text: str) -> T:
-    """Return ``obj`` with the field at ``dotted`` (e.g. ``"train.iters"``) set from ``text``."""
+def override(obj: T, dotted: str, text: str, where: str = "") -> T:
+    """Return ``obj`` with the field at ``dotted`` (e.g. ``"train.iters"``) set from ``text``.
+
+    Args:
+        obj: a frozen dataclass.
+        dotted: the key, relative to ``obj``.
+        text: the value as typed on a command line.
+        where: dotted prefix of ``obj`` itself, for messages that name the full key.
+    """
     head, _, rest = dotted.partition(".")
+    full = f"{where}.{head}" if where else head
     names = [f.name for f in dataclasses.fields(obj)]
     if head not in names:
-        raise QdukdError(f"unknown key {dotted!r}{_closest(head, names)}")
+        raise QdukdError(f"unknown key {full!r}{_closest(head, names, f'{where}.' if where else '')}")
     current = getattr(obj, head)
     if rest and current is None:  # an optional section left out: start from its defaults
         section = [a for a in get_args(get_type_hints(type(obj))[head]) if dataclasses.is_dataclass(a)]
@@ -124,9 +133,9 @@ def override(obj: T, dotted: str, text: str) -> T:
             current = section[0]()
     if rest:
         if dataclasses.is_dataclass(current):
-            return dataclasses.replace(obj, **{head: override(current, rest, text)})
+            return dataclasses.replace(obj, **{head: override(current, rest, text, full)})
         if isinstance(current, dict):
             return dataclasses.replace(obj, **{head: {**current, rest: parse_scalar(text)}})
-        raise QdukdError(f"{head!r} has no sub-keys (got {dotted!r})")
-    value = _coerce(parse_scalar(text), get_type_hints(type(obj))[head], dotted)
+        raise QdukdError(f"{full!r} has no sub-keys (got {f'{full}.{rest}'!r})")
+    value = _coerce(parse_scalar(text), get_type_hints(type(obj))[head], full)
     return dataclasses.replace(obj, **{head: value})

@@ -40,7 +40,8 @@ def find_pairs(root: str | Path, scale: int) -> list[ImagePair]:
     """
     root = Path(root)
     if not root.is_dir():
-        raise QdukdError(f"data folder not found: {root}")
+        raise QdukdError(f"data folder {root} is a file; pass a folder of images" if root.exists()
+                         else f"data folder not found: {root}")
     hr_dir = root / "HR" if (root / "HR").is_dir() else root
     lr_dir = root / "LR_bicubic" / f"X{scale}"
     has_lr = hr_dir != root and lr_dir.is_dir()
@@ -62,7 +63,11 @@ def load_pair(pair: ImagePair, scale: int) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         QdukdError: unreadable image, or an LR file whose size is not HR / scale.
     """
-    hr = modcrop(read_image(pair.hr_path), scale)
+    hr = read_image(pair.hr_path)
+    if min(hr.shape[:2]) < scale:
+        raise QdukdError(f"{pair.hr_path} is {hr.shape[1]}x{hr.shape[0]}, smaller than the x{scale} scale: "
+                         "remove it from the set")
+    hr = modcrop(hr, scale)
     if pair.lr_path is None:
         return imresize(hr, 1.0 / scale), hr
     lr = read_image(pair.lr_path)

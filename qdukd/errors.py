@@ -6,3 +6,7 @@ class QdukdError(Exception):
 
     CLIs print ``error: <message>`` and exit with code 2; library callers can catch it.
     """
+
+
+class NonFiniteOutput(QdukdError):
+    """A model produced NaN or infinity: its weights are broken (the parity gate fails on it)."""

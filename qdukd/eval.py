@@ -16,12 +16,13 @@ from torch import nn
 
 from .atomic import write_json
 from .checkpoint import is_checkpoint, load_checkpoint, student_from_checkpoint
-from .cli import EXIT_OK, parse_kv, run
+from .cli import EXIT_OK, check_output_file, parse_kv, run
 from .data import TrainPatches, calibration_batches
 from .errors import QdukdError
 from .metrics import CONVENTIONS
 from .models import MODELS, build_model, load_weights
 from .quant import QuantConfig, calibrate, prepare_qat
+from .quant.policy import CONFIG_ATTR
 from .scoring import format_table, score_set, torch_sr_function
 
 
@@ -65,10 +66,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
+        if args.threads is not None and args.threads < 1:
+            raise QdukdError(f"--threads must be >= 1, got {args.threads}")
         if args.threads:
             torch.set_num_threads(args.threads)
+        if args.json:
+            check_output_file(args.json, "--json")
         name, scale, model = _load_model(args)
         if args.quant:
+            if getattr(model, CONFIG_ATTR, None) is not None:
+                raise QdukdError(f"--quant quantizes an FP model after training; {args.weights} is already "
+                                 "quantized (drop --quant)")
+            if args.calib_batches < 1:
+                raise QdukdError(f"--calib-batches must be >= 1, got {args.calib_batches}")
             if not args.calibrate:
                 raise QdukdError("--quant needs --calibrate DIR [DIR ...]: images to set the ranges from")
             prepare_qat(model, QuantConfig.from_string(args.quant))

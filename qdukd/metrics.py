@@ -63,7 +63,10 @@ def psnr(sr: np.ndarray, hr: np.ndarray, crop_border: int = 0, test_y_channel: b
     return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+SSIM_WINDOW = 11  # side of SSIM's Gaussian window: the smallest image (after border cropping) it measures
+
+
+def _gaussian_window(size: int = SSIM_WINDOW, sigma: float = 1.5) -> torch.Tensor:
     ax = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(ax**2) / (2 * sigma**2))
     g = g / g.sum()

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+
 from .config import from_dict, override, to_dict
 from .distill import DukdConfig
 from .errors import QdukdError
@@ -119,6 +121,44 @@ class Recipe:
         return replace(from_dict(cls, {**data, "quant": None}),
                        quant=QuantConfig.from_saved(quant) if quant is not None else None)
 
+    def check(self) -> "Recipe":
+        """Range-check the values (types were checked on load); return ``self``.
+
+        Raises:
+            QdukdError: naming the full key (``train.iters``) and what it must be.
+        """
+        d, t, k = self.data, self.train, self.dukd
+        rules = [
+            ("data.train", len(d.train) > 0, "must list at least one training folder"),
+            ("data.scale", d.scale in (2, 3, 4), "must be 2, 3 or 4"),
+            ("data.batch", d.batch >= 1, "must be >= 1"),
+            ("data.patch", d.patch >= 2, "must be >= 2 LR pixels"),
+            ("train.iters", t.iters >= 0, "must be >= 0"),
+            ("train.lr", t.lr > 0, "must be > 0"),
+            ("train.betas", all(0 <= b < 1 for b in t.betas), "must both be in [0, 1)"),
+            ("train.weight_decay", t.weight_decay >= 0, "must be >= 0"),
+            ("train.gamma", t.gamma > 0, "must be > 0"),
+            ("train.milestones", list(t.milestones) == sorted(t.milestones) and all(m > 0 for m in t.milestones),
+             "must be positive and increasing"),
+            ("train.ema", 0 <= t.ema < 1, "must be in [0, 1) (0 = off)"),
+            ("train.grad_clip", t.grad_clip >= 0, "must be >= 0 (0 = off)"),
+            ("train.threads", t.threads >= 0, "must be >= 1 (or 0 for torch's default)"),
+            ("train.log_every", t.log_every >= 1, "must be >= 1"),
+            ("train.val_every", t.val_every >= 0, "must be >= 0 (0 = only at the end)"),
+            ("train.ckpt_every", t.ckpt_every >= 0, "must be >= 0 (0 = only at the end)"),
+            ("train.calib_batches", t.calib_batches >= 1, "must be >= 1"),
+            ("eval.sets", len(self.eval.sets) > 0, "must list at least one validation folder"),
+            ("dukd.p", 0 <= k.p <= 1, "must be a probability in [0, 1]"),
+            ("dukd.w_pix", k.w_pix >= 0, "must be >= 0"),
+            ("dukd.w_kd", k.w_kd >= 0, "must be >= 0"),
+            ("dukd.n_zoom_in", k.n_zoom_in >= 0, "must be >= 0 (0 = the reference's count)"),
+        ]
+        for key, ok, must in rules:
+            if not ok:
+                section, name = key.split(".")
+                raise QdukdError(f"{key} {must}, got {getattr(getattr(self, section), name)!r}")
+        return self
+
     def with_overrides(self, pairs: list[str]) -> "Recipe":
         """Apply ``["train.iters=1000", "dukd.mode=kd"]`` in order."""
         recipe = self
@@ -130,14 +170,40 @@ class Recipe:
         return recipe
 
 
+def check_device(device: str) -> None:
+    """``train.device`` must name a device this machine has (checked by the trainer, not on load:
+    a GPU recipe still loads for reading on a CPU machine).
+
+    Raises:
+        QdukdError: not a device name, or not present here.
+    """
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise QdukdError(f"train.device {device!r} is not a device name (use cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (dev.index or 0) >= count:
+            raise QdukdError(f"train.device {device!r} does not exist here ({count} CUDA device(s)); "
+                             "use train.device=cpu")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise QdukdError("train.device 'mps' is not available here; use train.device=cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise QdukdError(f"train.device {device!r} is not supported; use cpu or cuda")
+
+
 def _read_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a recipe file, following ``extends = "base.toml"`` (relative to the file)."""
+    if path.is_dir():
+        raise QdukdError(f"recipe {path} is a folder; pass a .toml file")
     if not path.is_file():
         raise QdukdError(f"recipe not found: {path}")
     if path.resolve() in seen:
         raise QdukdError(f"{path}: 'extends' loops back to itself")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise QdukdError(f"recipe {path} is not a text file; pass a TOML recipe") from None
     except tomllib.TOMLDecodeError as e:
         raise QdukdError(f"{path}: not valid TOML: {e}") from None
     base = data.pop("extends", None)
@@ -156,12 +222,18 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     """Read a TOML recipe (``extends`` chains merged) and apply ``key=value`` overrides.
 
+    Args:
+        path: a recipe file (an existing file wins) or a shipped recipe's name (``demo``, ``cpu/w4a4``).
+        overrides: ``section.key=value`` strings, applied in order.
+
     Raises:
-        QdukdError: missing file, TOML syntax error, unknown key or wrong type.
+        QdukdError: missing file or unknown name, TOML syntax error, unknown key or wrong type.
     """
-    path = Path(path)
+    from .resources import recipe_path
+
+    path = recipe_path(path)
     data = _read_toml(path)
     try:
-        return Recipe.from_dict(data).with_overrides(list(overrides))
+        return Recipe.from_dict(data).with_overrides(list(overrides)).check()
     except QdukdError as e:
         raise QdukdError(f"{path}: {e}") from None

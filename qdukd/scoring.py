@@ -17,8 +17,9 @@ from torch import nn
 from tqdm import tqdm
 
 from .data import load_set, set_name
+from .errors import NonFiniteOutput, QdukdError
 from .images import to_tensor, to_uint8
-from .metrics import Convention, psnr, ssim
+from .metrics import SSIM_WINDOW, Convention, psnr, ssim
 
 SRFunction = Callable[[np.ndarray], np.ndarray]
 
@@ -43,14 +44,50 @@ class SetScore:
 
 
 def torch_sr_function(model: nn.Module, device: str | torch.device = "cpu") -> SRFunction:
-    """Wrap a float [0, 1] NCHW model as a uint8 -> uint8 function (eval mode, no autograd)."""
+    """Wrap a float [0, 1] NCHW model as a uint8 -> uint8 function (eval mode, no autograd).
+
+    Raises (when called):
+        NonFiniteOutput: the output holds NaN or infinity (rounding would hide it as black or
+            white pixels).
+    """
     model.eval()
 
     def run(lr: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return to_uint8(model(to_tensor(lr).to(device)))
+            out = model(to_tensor(lr).to(device))
+        if not bool(torch.isfinite(out).all()):
+            raise NonFiniteOutput(f"the model's output holds NaN or infinity on a {lr.shape[1]}x{lr.shape[0]} "
+                                  "input: its weights are broken or overflow")
+        return to_uint8(out)
 
     return run
+
+
+def _check_size(img_name: str, root: str | Path, hr: np.ndarray, border: int) -> None:
+    """SSIM needs its window inside the image after the border is cropped."""
+    need = SSIM_WINDOW + 2 * border
+    if min(hr.shape[:2]) < need:
+        raise QdukdError(f"{img_name} in {root} is {hr.shape[1]}x{hr.shape[0]} (HR); scoring at this scale needs "
+                         f"at least {need}x{need} ({border} px border cropped, {SSIM_WINDOW} px SSIM window): "
+                         "remove it from the set")
+
+
+def check_set(root: str | Path, scale: int, crop_border: int | None = None) -> int:
+    """Check that a set can be scored (it exists, every image reads and is large enough); return its size.
+
+    Args:
+        root: an HR folder or a BasicSR-layout set.
+        scale: SR scale.
+        crop_border: pixels cropped at each border; defaults to ``scale``.
+
+    Raises:
+        QdukdError: naming the folder or image and the fix.
+    """
+    border = scale if crop_border is None else crop_border
+    images = load_set(root, scale)
+    for img_name, _, hr in images:
+        _check_size(img_name, root, hr, border)
+    return len(images)
 
 
 def score_set(sr_fn: SRFunction, root: str | Path, scale: int, convention: Convention = "float",
@@ -70,12 +107,13 @@ def score_set(sr_fn: SRFunction, root: str | Path, scale: int, convention: Conve
     images, seconds = [], 0.0
     for img_name, lr, hr in tqdm(load_set(root, scale), desc=f"{name} x{scale}", disable=not progress,
                                  leave=False):
+        _check_size(img_name, root, hr, border)
         t0 = time.perf_counter()
         sr = sr_fn(lr)
         seconds += time.perf_counter() - t0
         if sr.shape != hr.shape:
-            raise RuntimeError(f"{img_name}: model output {sr.shape} does not match HR {hr.shape}; "
-                               f"is the model really x{scale}?")
+            raise QdukdError(f"{img_name}: model output {sr.shape[1]}x{sr.shape[0]} does not match HR "
+                             f"{hr.shape[1]}x{hr.shape[0]}; is the model really x{scale}?")
         images.append(ImageScore(img_name, psnr(sr, hr, border, True, convention),
                                  ssim(sr, hr, border, True, convention)))
     return SetScore(name, float(np.mean([i.psnr_y for i in images])),

@@ -1,5 +1,9 @@
 """``python -m qdukd.train RECIPE --out DIR [--resume] [key=value ...]``: distil a student.
 
+Exit codes: 0 trained; 2 bad input (recipe, data, a folder holding another run or in use, a run
+that diverges); 128 + N stopped by signal N (SIGINT 130, SIGTERM 143) after saving a checkpoint;
+3 a crash (traceback).
+
 Under ``torchrun --nproc_per_node N`` the same command trains with DistributedDataParallel
 (gloo on CPU, NCCL on GPU); the global batch stays ``data.batch``.
 """
@@ -13,7 +17,7 @@ import sys
 
 import torch.distributed as dist
 
-from .cli import EXIT_FAILED, EXIT_OK, run
+from .cli import EXIT_OK, run
 from .recipe import load_recipe
 from .models import build_model
 from .scoring import SetScore
@@ -25,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", help="a TOML recipe, e.g. recipes/demo.toml")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. train.iters=1000")
     p.add_argument("--out", required=True, help="run folder: checkpoints DIR/step_*.pt and DIR/last.pt, log.csv")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out (same recipe; iterations, logging and validation may change); "
+                        "with no checkpoint there, start a new run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     return p
 
@@ -58,14 +64,13 @@ def main(argv: list[str] | None = None) -> int:
             dist.init_process_group("nccl" if recipe.train.device.startswith("cuda") else "gloo")
         try:
             trainer = Trainer(recipe, args.out, resume=args.resume, progress=not args.no_progress)
-            try:
-                scores = trainer.fit()
-            except FloatingPointError as e:
-                print(f"error: {e}", file=sys.stderr)
-                return EXIT_FAILED
+            if args.resume and trainer.resumed_from is None and trainer.dist.main:
+                print(f"no checkpoint in {args.out}: starting a new run", file=sys.stderr)
+            scores = trainer.fit()
             if trainer.dist.main:
                 _print_summary(trainer, scores)
-            return EXIT_OK
+            # Stopped by a signal: the checkpoint is saved, but the run is not finished.
+            return EXIT_OK if trainer.stop_signal is None else 128 + trainer.stop_signal
         finally:
             if dist.is_initialized():
                 dist.destroy_process_group()

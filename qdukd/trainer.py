@@ -11,6 +11,7 @@ import copy
 import csv
 import math
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,15 +22,23 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from .atomic import atomic_path
 from .checkpoint import is_checkpoint, load_checkpoint, save_checkpoint
+from .config import to_dict
 from .data import TrainPatches, calibration_batches
 from .distill import TARGET_KEYS, Teacher, dukd_aux_terms, standard_terms
 from .distill.target_cache import teacher_key, teacher_outputs
 from .errors import QdukdError
 from .models import build_model, load_weights, model_config
 from .quant import activation_range_parameters, calibrate, prepare_qat, quant_state
-from .recipe import Recipe, resolve_path
-from .scoring import SetScore, score_set, torch_sr_function
+from .recipe import Recipe, check_device, resolve_path
+from .run_folder import RunFolder
+from .scoring import SetScore, check_set, score_set, torch_sr_function
+
+# What may change when a run resumes: length, logging, validation, where it runs. Anything else
+# would silently make the resumed run a different experiment.
+RESUMABLE_KEYS = ("train.iters", "train.log_every", "train.val_every", "train.ckpt_every", "train.threads",
+                  "train.device", "eval.sets", "eval.convention")
 
 
 def learning_rate(step: int, recipe: Recipe) -> float:
@@ -83,18 +92,44 @@ def _collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 class Trainer:
     """Builds everything from a recipe, trains, validates and checkpoints.
 
+    The run folder is locked from construction until :meth:`fit` returns (or :meth:`close`).
+    Every input (validation sets, patch size) is checked here, before the first step.
+
     Args:
         recipe: the full training recipe.
-        out_dir: where checkpoints, ``log.csv`` and TensorBoard events go.
-        resume: continue from the newest checkpoint in ``out_dir``.
+        out_dir: where checkpoints, ``log.csv`` and TensorBoard events go; it must not hold
+            another run unless ``resume``.
+        resume: continue from the newest checkpoint in ``out_dir``; with none there, start a
+            new run (``resumed_from`` is then None).
         progress: show a progress bar (rank 0 only).
+
+    Raises:
+        QdukdError: bad recipe values or data, a folder holding another run (or one whose
+            recipe differs, on resume), a folder in use by another process.
     """
 
     def __init__(self, recipe: Recipe, out_dir: str | Path, resume: bool = False, progress: bool = True) -> None:
-        self.recipe, self.out = recipe, Path(out_dir)
+        self.recipe, self.out = recipe.check(), Path(out_dir)
         self.dist = Distributed.from_env()
         self.progress = progress and self.dist.main
-        r = recipe
+        self.folder = RunFolder(self.out)
+        if self.dist.main:
+            self.folder.acquire()
+        try:
+            self._setup(resume)
+        except BaseException:
+            self.folder.abandon()  # a refused run leaves no empty folder behind
+            raise
+
+    def _setup(self, resume: bool) -> None:
+        r = self.recipe
+        found = self.folder.holds_run()
+        if found is not None and not resume:
+            raise QdukdError(f"{self.out} already holds a run ({found.name}); continue it with --resume, "
+                             "or choose a new --out")
+        check_device(r.train.device)
+        for s in r.eval.sets:  # found now, not after the last step
+            check_set(resolve_path(s), r.data.scale)
         if r.data.batch % self.dist.world:
             raise QdukdError(f"data.batch={r.data.batch} must divide by the {self.dist.world} processes")
         if r.dukd.mode != "gt" and not r.teacher.model:
@@ -110,6 +145,7 @@ class Trainer:
         self.student = build_model(r.student.model, r.data.scale, **r.student.args).to(self.device)
         if r.student.init:
             self._load_init(resolve_path(r.student.init))
+        self._check_patch()
         if r.quant is not None:
             prepare_qat(self.student, r.quant)
         self.step = 0
@@ -117,15 +153,19 @@ class Trainer:
         self.ema = EMA(self.student, r.train.ema) if r.train.ema > 0 else None
         self.generator = torch.Generator().manual_seed(r.train.seed)
         self.metrics: dict[str, float] = {}
-        ckpt = self.latest_checkpoint() if resume else None
-        if ckpt is not None:
-            self._restore(load_checkpoint(ckpt))
+        self.resumed_from = self.latest_checkpoint() if resume else None
+        if self.resumed_from is not None:
+            self._restore(load_checkpoint(self.resumed_from))
         elif r.quant is not None:
             self._calibrate()
         self.model = self.student
         if self.dist.world > 1:
             self.model = nn.parallel.DistributedDataParallel(self.student)
-        self._stop_requested = False
+        self._stop_signal: int | None = None
+
+    def close(self) -> None:
+        """Release the run folder's lock (done by :meth:`fit`; for trainers that never fit)."""
+        self.folder.release()
 
     # -- construction -------------------------------------------------------------------------
     def _build_teacher(self) -> Teacher | None:
@@ -153,6 +193,24 @@ class Trainer:
                 self.data.targets[name] = teacher_outputs(
                     self.teacher, images, r.data.scale, kind, key=key,
                     folder=t.cache_dir, device=self.device, progress=self.progress)
+
+    @torch.no_grad()
+    def _check_patch(self) -> None:
+        """The student must run on the recipe's patches (and DUKD's zoom-out inputs) at x scale."""
+        d, k = self.recipe.data, self.recipe.dukd
+        sizes = [d.patch] + ([math.ceil(d.patch / d.scale)] if k.mode == "dukd" and k.zoom_out else [])
+        self.student.eval()
+        for n in sizes:
+            what = "LR patches" if n == d.patch else f"DUKD's zoom-out inputs ({n}x{n} at data.patch = {d.patch})"
+            try:
+                y = self.student(torch.zeros(1, 3, n, n, device=self.device))
+            except Exception as e:
+                raise QdukdError(f"data.patch = {d.patch} is too small for {self.recipe.student.model}: it cannot "
+                                 f"run on {what} ({type(e).__name__}); raise data.patch") from None
+            if tuple(y.shape) != (1, 3, n * d.scale, n * d.scale):
+                raise QdukdError(f"student {self.recipe.student.model} maps {n}x{n} to {tuple(y.shape[-2:])}, not "
+                                 f"x{d.scale}: check data.scale and the student's arguments")
+        self.student.train()
 
     def _load_init(self, path: Path) -> None:
         """Start from FP weights: a plain state_dict, or an FP qdukd run's checkpoint (EMA first)."""
@@ -185,7 +243,7 @@ class Trainer:
 
     # -- checkpoints --------------------------------------------------------------------------
     def latest_checkpoint(self) -> Path | None:
-        ckpts = sorted(self.out.glob("step_*.pt"))
+        ckpts = self.folder.checkpoints()
         return ckpts[-1] if ckpts else None
 
     def state(self) -> dict[str, Any]:
@@ -209,10 +267,13 @@ class Trainer:
         return path
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
-        saved = Recipe.from_saved(ckpt["recipe"])
-        if saved.student != self.recipe.student or saved.quant != self.recipe.quant:
-            raise QdukdError("the checkpoint's student/quant sections differ from this recipe's: "
-                             "resume with the recipe that started the run")
+        saved = _flat(to_dict(Recipe.from_saved(ckpt["recipe"])))
+        ours = _flat(to_dict(self.recipe))
+        for key in sorted(set(saved) | set(ours)):
+            if key not in RESUMABLE_KEYS and saved.get(key) != ours.get(key):
+                raise QdukdError(f"the run in {self.out} was started with {key} = {saved.get(key)!r}, this recipe "
+                                 f"says {ours.get(key)!r}: resume with the recipe that started the run (only "
+                                 f"{', '.join(RESUMABLE_KEYS)} may change)")
         self.student.load_state_dict(ckpt["student"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.ema is not None and ckpt["ema"] is not None:
@@ -254,7 +315,7 @@ class Trainer:
     def _backward(self, terms: dict[str, torch.Tensor], step: int, freeze_ranges: bool = False) -> None:
         for name, value in terms.items():
             if not torch.isfinite(value):
-                raise FloatingPointError(f"loss term {name!r} is {float(value.detach())} at step {step}: "
+                raise QdukdError(f"loss term {name!r} is {float(value.detach())} at step {step}: "
                                          "lower train.lr or set train.grad_clip")
         if freeze_ranges:
             with _frozen_grads(activation_range_parameters(self.student)):
@@ -287,10 +348,19 @@ class Trainer:
         return scores
 
     def fit(self) -> list[SetScore]:
-        """Train to ``train.iters``; Ctrl-C / SIGTERM saves a checkpoint and stops cleanly."""
+        """Train to ``train.iters``, save, then validate; Ctrl-C / SIGTERM saves and stops cleanly.
+
+        The final checkpoint is on disk before validation runs, so nothing that fails there
+        loses the trained student; it is written again with the validation metrics.
+        """
+        try:
+            return self._fit()
+        finally:
+            self.close()
+
+    def _fit(self) -> list[SetScore]:
         r = self.recipe
-        self.out.mkdir(parents=True, exist_ok=True)
-        log = _CsvLog(self.out / "log.csv") if self.dist.main else None
+        log = _CsvLog(self.out / "log.csv", after=self.step) if self.dist.main else None
         tb = _tensorboard(self.out) if self.dist.main else None
         previous = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         bar = tqdm(total=r.train.iters, initial=self.step, desc="train", disable=not self.progress,
@@ -298,7 +368,7 @@ class Trainer:
         scores: list[SetScore] = []
         try:
             t0, done = time.perf_counter(), 0
-            while self.step < r.train.iters and not self._stop_requested:
+            while self.step < r.train.iters and self._stop_signal is None:
                 terms = self.train_step(self.step)
                 self.step += 1
                 done += 1
@@ -319,9 +389,14 @@ class Trainer:
                             tb.add_scalar(f"psnr_y/{k}", v, self.step)
                 if r.train.ckpt_every and self.step % r.train.ckpt_every == 0:
                     self.save()
-            if not self._stop_requested:
+            path = self.save()
+            if self._stop_signal is not None:
+                if self.dist.main:
+                    tqdm.write(f"signal {self._stop_signal}: stopped after step {self.step}, saved {path}; "
+                               "continue with --resume", file=sys.stderr)
+            else:
                 scores = self.validate()
-            self.save()
+                self.save()  # again, now with the validation metrics
         finally:
             bar.close()
             for s, h in previous.items():
@@ -330,10 +405,25 @@ class Trainer:
                 tb.close()
         return scores
 
+    @property
+    def stop_signal(self) -> int | None:
+        """The signal (SIGINT / SIGTERM) that stopped :meth:`fit` early, or None."""
+        return self._stop_signal
+
     def _request_stop(self, signum: int, frame: Any) -> None:
-        if self.progress:
-            tqdm.write(f"signal {signum}: saving a checkpoint at step {self.step} and stopping")
-        self._stop_requested = True
+        # The step in flight finishes first; the notice after saving names the step saved.
+        self._stop_signal = signum
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"iters": 3}}`` -> ``{"train.iters": 3}`` (arbitrary dicts such as model args stay whole)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and not prefix:
+            out.update(_flat(v, f"{k}."))
+        else:
+            out[prefix + k] = v
+    return out
 
 
 class _frozen_grads:
@@ -351,8 +441,20 @@ class _frozen_grads:
 
 
 class _CsvLog:
-    def __init__(self, path: Path) -> None:
-        self.path, self.fields = path, None
+    """``log.csv``: one row per logged step. A resumed run first drops the rows logged after its
+    checkpoint (the killed run's steps that were never saved), so each step appears once."""
+
+    def __init__(self, path: Path, after: int) -> None:
+        self.path = path
+        if path.exists():
+            with path.open(newline="") as f:
+                rows = list(csv.reader(f))
+            keep = rows[:1] + [row for row in rows[1:] if row and int(row[0]) <= after]
+            if after == 0 or len(keep) <= 1:
+                path.unlink()
+            elif len(keep) < len(rows):
+                with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+                    csv.writer(f).writerows(keep)
 
     def write(self, step: int, lr: float, rate: float, terms: dict[str, float], metrics: dict[str, float]) -> None:
         row = {"step": step, "lr": lr, "it_per_s": round(rate, 4), **terms,

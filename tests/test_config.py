@@ -24,7 +24,7 @@ class Outer:
 
 
 def test_unknown_key_suggests_the_closest():
-    with pytest.raises(QdukdError, match=r"unknown key 'train.iter'; did you mean 'iters'"):
+    with pytest.raises(QdukdError, match=r"unknown key 'train.iter'; did you mean 'train.iters'"):
         from_dict(Outer, {"train": {"iter": 3}})
     with pytest.raises(QdukdError, match="unknown key 'zzz'; valid keys"):
         from_dict(Outer, {"zzz": 1})
@@ -51,5 +51,5 @@ def test_overrides_parse_by_type_and_roundtrip():
     assert o.train.iters == 1000 and o.train.milestones == (100, 200) and o.name == "edsr"
     assert o.args == {"num_feat": 32} and o.extra == Inner(lr=0.5)
     assert from_dict(Outer, to_dict(o)) == o
-    with pytest.raises(QdukdError, match="did you mean 'iters'"):
+    with pytest.raises(QdukdError, match="did you mean 'train.iters'"):
         override(o, "train.itres", "3")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +49,9 @@ def w4a4(tmp_path_factory) -> Path:
     return write_student(tmp_path_factory.mktemp("ckpt") / "w4a4.pt", "w4a4,head_tail=int8,quantize_adds=true")
 
 
-def _export(ckpt: Path, out: Path, *extra: str) -> int:
-    return main([str(ckpt), "--out", str(out), "--no-progress", *extra])
+def _export(ckpt: Path, out: Path, *extra: str, floor: str = "-100") -> int:
+    # These students are random: parity is what most tests here check, the floor has its own tests.
+    return main([str(ckpt), "--out", str(out), "--no-progress", "--min-gain-over-bicubic", floor, *extra])
 
 
 def test_export_writes_a_checked_qdq_graph_and_artifacts(w4a4, tmp_path, capsys):
@@ -229,7 +232,7 @@ def test_bad_inputs_exit_2_with_one_line(w4a4, tmp_path, capsys):
         (_export(w4a4, out, "--target", "tensorrt-fp4"), "unknown export profile 'tensorrt-fp4'"),
         (_export(w4a4, out, "--target", "tensorrt-int8"), "unsupported layer body.0.conv1: 4-bit weights"),
         (_export(w4a4, not_export), "is not an earlier qdukd export"),
-        (_export(w4a4, out, "--verify-data", str(tmp_path / "nope")), "--verify-data folder not found"),
+        (_export(w4a4, out, "--verify-data", str(tmp_path / "nope")), "is missing; pass folders of images"),
     ]
     errors = capsys.readouterr().err.strip().splitlines()
     assert [code for code, _ in cases] == [2] * len(cases)
@@ -238,3 +241,61 @@ def test_bad_inputs_exit_2_with_one_line(w4a4, tmp_path, capsys):
         assert line.startswith("error: ") and words in line
     assert not out.exists() and (not_export / "keep.txt").read_text() == "mine"
     assert not list(tmp_path.glob(".exp.tmp-*"))
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_naming_the_tensor(w4a4, tmp_path, capsys):
+    ckpt = load_checkpoint(w4a4)
+    ckpt["student"]["body.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(ckpt, tmp_path / "nan.pt")  # save_checkpoint itself refuses, as the trainer does
+    with pytest.raises(Exception, match="refusing to save"):
+        save_checkpoint(tmp_path / "refused.pt", ckpt)
+    assert not (tmp_path / "refused.pt").exists()
+    assert _export(tmp_path / "nan.pt", tmp_path / "exp") == 2
+    err = capsys.readouterr().err
+    assert "tensor 'body.0.conv1.weight' has 1 non-finite" in err and not (tmp_path / "exp").exists()
+
+
+def test_the_gate_fails_a_student_that_does_not_beat_bicubic(w4a4, tmp_path, capsys):
+    out = tmp_path / "exp"
+    assert _export(w4a4, out, floor="0") == 1  # a random student: backends agree, quality does not
+    printed = capsys.readouterr().out
+    assert "parity gate: FAILED" in printed and "below" not in printed and "against bicubic" in printed
+    report = json.loads((out / "report.json").read_text())
+    floor = report["quality_floor"]
+    assert not report["passed"] and not floor["passed"] and floor["min_gain_over_bicubic_db"] == 0
+    assert all(b["passed"] for b in report["backends"] if b["ran"])  # parity alone would have passed
+    # bicubic scored independently: the demo val set at x4 through the bundled MATLAB-bicubic model
+    assert floor["bicubic_psnr_y"]["val"] == pytest.approx(30.1393, abs=1e-4)
+    gain = floor["gain_over_bicubic_db"]["val"]
+    assert gain == pytest.approx(report["reference"]["sets"]["val"] - 30.1393, abs=1e-4) and gain < 0
+
+
+def test_a_student_whose_output_overflows_fails_the_gate(tmp_path, capsys):
+    def overflow(model):
+        with torch.no_grad():
+            model.conv_last.weight.mul_(1e37)  # finite weights (the float tail), an infinite output
+    student = write_student(tmp_path / "inf.pt", "w8a8", edit=overflow)
+    assert _export(student, tmp_path / "exp") == 1
+    assert "quality floor: PyTorch reference: the model's output holds NaN or infinity" in capsys.readouterr().out
+    assert json.loads((tmp_path / "exp" / "report.json").read_text())["passed"] is False
+
+
+def test_an_export_that_cannot_be_replaced_is_left_as_it_was(w4a4, tmp_path, capsys):
+    out = tmp_path / "exp"
+    assert _export(w4a4, out) == 0
+    locked = out / "triton"
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    if os.geteuid() == 0:  # root ignores permissions; an immutable folder stops root too
+        if subprocess.run(["chattr", "+i", str(locked)], capture_output=True).returncode:
+            pytest.skip("running as root without chattr +i support: cannot make a folder unremovable")
+        undo = ["chattr", "-i", str(locked)]
+    else:
+        locked.chmod(0o555)
+        undo = ["chmod", "755", str(locked)]
+    try:
+        assert _export(w4a4, out) == 2
+    finally:
+        subprocess.run(undo, check=True)
+    assert "cannot replace the earlier export" in capsys.readouterr().err
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["exp"]  # no .exp.old-* or staging folders

@@ -4,9 +4,10 @@ Example:
     python -m qdukd.export runs/edsr_w4a8/last.pt --out out/edsr_w4a8 --target tensorrt-lowbit \\
         --verify-data ../shared/data/benchmarks/Set5 ../shared/data/benchmarks/Set14
 
-Exit codes: 0 exported and every backend that ran matches PyTorch; 1 a backend differs by more
-than the tolerance (the artifacts are written, ``report.json`` says ``"passed": false``); 2 bad
-input (missing or corrupt checkpoint, unknown profile, a layer the target cannot run).
+Exit codes: 0 exported and the gate passed; 1 the gate failed: a backend differs from PyTorch by
+more than the tolerance, or the PyTorch student is not finite or does not beat bicubic (the
+artifacts are written, ``report.json`` says ``"passed": false`` and why); 2 bad input (missing,
+corrupt or non-finite checkpoint, unknown profile, a layer the target cannot run); 3 a crash.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 
 from ..cli import EXIT_FAILED, EXIT_OK, run
+from ..data import set_name
 from ..errors import QdukdError
 from ..recipe import DEMO_DATA
 from .pipeline import export_checkpoint
@@ -39,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="HR folders or BasicSR-layout sets for the parity gate (default: bundled demo images)")
     p.add_argument("--max-psnr-drop", type=float, metavar="DB",
                    help="largest |PSNR_Y difference| to PyTorch per set (default: the profile's, 0.01 dB)")
+    p.add_argument("--min-gain-over-bicubic", type=float, default=0.0, metavar="DB",
+                   help="quality floor: the PyTorch student must beat bicubic by this many dB PSNR_Y on every "
+                        "verify set (default 0; negative only for a student meant to be worse than bicubic)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -54,10 +59,15 @@ def main(argv: list[str] | None = None) -> int:
             profile = dataclasses.replace(profile, verify=dataclasses.replace(
                 profile.verify, max_psnr_drop=args.max_psnr_drop))
         sets = [Path(d) for d in args.verify_data]
-        missing = next((d for d in sets if not d.is_dir()), None)
-        if missing is not None:
-            raise QdukdError(f"--verify-data folder not found: {missing}")
-        result = export_checkpoint(args.checkpoint, args.out, profile, sets, progress=not args.no_progress)
+        for d in sets:
+            if not d.is_dir():
+                raise QdukdError(f"--verify-data {d} is {'a file' if d.exists() else 'missing'}; pass folders of images")
+        names = [set_name(d) for d in sets]
+        twice = next((n for n in names if names.count(n) > 1), None)
+        if twice is not None:
+            raise QdukdError(f"two --verify-data folders are both named {twice!r}; the report keys sets by name")
+        result = export_checkpoint(args.checkpoint, args.out, profile, sets, progress=not args.no_progress,
+                                   min_gain_db=args.min_gain_over_bicubic)
         print(format_report(result.report))
         print(f"wrote {args.out}: {', '.join(result.files)}, triton/")
         return EXIT_OK if result.report.passed else EXIT_FAILED

@@ -14,6 +14,7 @@ import importlib.metadata
 import os
 import platform
 import shutil
+import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -69,9 +70,25 @@ def tool_versions() -> dict[str, str | None]:
 
 
 def _prepare_out(out: Path) -> None:
-    """Refuse to replace a folder that is not an earlier export (or empty)."""
+    """Refuse, before any work, a folder that is not an earlier export (or empty), or one that
+    could not be replaced at the end."""
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
         raise QdukdError(f"--out {out} exists and is not an earlier qdukd export; choose a new folder")
+    if out.exists():
+        _check_removable(out)
+
+
+def _check_removable(root: Path) -> None:
+    """Rename every entry of ``root`` (and ``root``) away and back: the exact permission removing
+    needs, without removing anything, so a failure leaves the earlier export as it was."""
+    for path in [*sorted(root.rglob("*"), reverse=True), root]:
+        probe = path.with_name(f".{path.name}.qdukd-probe")
+        try:
+            path.rename(probe)
+        except OSError as e:
+            raise QdukdError(f"cannot replace the earlier export in {root}: {path} cannot be removed ({e.strerror}); "
+                             "fix its permissions or choose another --out") from None
+        probe.rename(path)
 
 
 def _publish_permissions(root: Path) -> None:
@@ -91,7 +108,9 @@ def _move_into_place(staging: Path, out: Path) -> None:
         out.rename(old)
     staging.rename(out)
     if old is not None:
-        shutil.rmtree(old)
+        shutil.rmtree(old, ignore_errors=True)
+        if old.exists():  # changed under us since _check_removable: keep the new export, say so
+            print(f"warning: could not remove the earlier export, now in {old}; remove it by hand", file=sys.stderr)
 
 
 def _engine(staging: Path, out: Path, profile: ExportProfile) -> str:
@@ -115,7 +134,8 @@ def _engine(staging: Path, out: Path, profile: ExportProfile) -> str:
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, profile: ExportProfile, verify_sets: list[Path],
-                      log: Callable[[str], None] = print, progress: bool = True) -> ExportResult:
+                      log: Callable[[str], None] = print, progress: bool = True,
+                      min_gain_db: float = 0.0) -> ExportResult:
     """Export a training checkpoint for ``profile`` and gate it on ``verify_sets``.
 
     Args:
@@ -125,6 +145,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, profile: ExportPr
         verify_sets: HR folders or BasicSR-layout sets for the parity gate.
         log: progress lines.
         progress: show progress bars while scoring.
+        min_gain_db: the gate's quality floor: the PyTorch student's PSNR_Y minus bicubic's, on
+            every verify set.
 
     Raises:
         QdukdError: bad checkpoint, a layer the target cannot run, a graph TensorRT cannot import.
@@ -152,7 +174,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, profile: ExportPr
 
         backends = {name: partial(backend_function, name, staging, profile) for name in profile.verify.backends}
         report = run_gate(torch_sr_function(model), backends, verify_sets, scale, profile.verify.max_psnr_drop,
-                          profile.verify.convention, progress)
+                          profile.verify.convention, progress, min_gain_db)
         report_dict = {**report.to_dict(), "profile": profile.name, "verify_sets": [str(s) for s in verify_sets],
                        "tensorrt_engine": engine_status,
                        "tensorrt_rules": [str(v) for v in violations]}

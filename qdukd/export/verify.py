@@ -5,6 +5,10 @@ by :func:`qdukd.scoring.score_set` on the same sets, and its 8-bit outputs are c
 PyTorch's image by image. A backend that differs by more than the tolerance in PSNR_Y on any
 set fails the gate; a backend that cannot run is reported as skipped with its reason, never
 counted as a pass.
+
+Agreement alone proves nothing about a broken model (PyTorch and a runtime agree on garbage),
+so the gate also has a quality floor: the reference must be finite and beat bicubic
+interpolation by at least ``min_gain_db`` on every set.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..errors import NonFiniteOutput
 from ..images import to_tensor, to_uint8
 from ..metrics import Convention
-from ..scoring import SRFunction, score_set
+from ..models import Bicubic
+from ..scoring import SRFunction, score_set, torch_sr_function
 from .runtime import ArrayFunction, Unavailable
 
 
@@ -38,17 +44,35 @@ class BackendResult:
 
 
 @dataclass
+class QualityFloor:
+    """The reference against bicubic: ``gain_db`` per set, and why it failed (None: passed)."""
+
+    min_gain_db: float
+    bicubic_psnr_y: dict[str, float]
+    gain_db: dict[str, float]
+    failure: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.failure is None
+
+
+@dataclass
 class GateReport:
     passed: bool
     tolerance_db: float
     reference: BackendResult
     backends: list[BackendResult]
+    quality: QualityFloor
 
     def to_dict(self) -> dict:
-        ref = self.reference
+        ref, q = self.reference, self.quality
         return {"passed": self.passed, "tolerance_db": self.tolerance_db,
                 "reference": {"name": ref.name, "psnr_y": ref.psnr_y, "seconds": ref.seconds,
                               "sets": {k: v["psnr_y"] for k, v in ref.sets.items()}},
+                "quality_floor": {"passed": q.passed, "min_gain_over_bicubic_db": q.min_gain_db,
+                                  "bicubic_psnr_y": q.bicubic_psnr_y, "gain_over_bicubic_db": q.gain_db,
+                                  "failure": q.failure},
                 "backends": [asdict(b) for b in self.backends]}
 
 
@@ -76,10 +100,27 @@ def uint8_function(fn: ArrayFunction) -> SRFunction:
     return run
 
 
+def _quality_floor(ref: dict[str, float], sets: list[Path], scale: int, convention: Convention,
+                   min_gain_db: float) -> QualityFloor:
+    """Bicubic's PSNR_Y on every set, and the first set where the reference's gain falls short."""
+    bicubic = {s.name: s.psnr_y for s in (score_set(torch_sr_function(Bicubic(scale)), p, scale, convention, False)
+                                          for p in sets)}
+    gain = {k: ref[k] - bicubic[k] for k in ref}
+    short = next((k for k, g in gain.items() if not g >= min_gain_db), None)
+    failure = None
+    if short is not None:
+        failure = (f"the PyTorch student scores {ref[short]:.2f} dB PSNR_Y on {short}, {gain[short]:+.2f} dB against "
+                   f"bicubic ({bicubic[short]:.2f} dB); the floor is {min_gain_db:+.2f} dB. The checkpoint is broken "
+                   "or undertrained (lower the floor with --min-gain-over-bicubic only for a student meant to be "
+                   "worse than bicubic)")
+    return QualityFloor(min_gain_db, bicubic, gain, failure)
+
+
 def run_gate(reference: SRFunction, backends: dict[str, Callable[[], ArrayFunction]], sets: list[Path],
              scale: int, tolerance_db: float, convention: Convention = "float",
-             progress: bool = False) -> GateReport:
-    """Score the reference and every backend; fail when one differs by more than the tolerance.
+             progress: bool = False, min_gain_db: float = 0.0) -> GateReport:
+    """Score the reference and every backend; fail when one differs by more than the tolerance,
+    or when the reference is not finite or does not beat bicubic by ``min_gain_db`` on every set.
 
     Args:
         reference: the PyTorch student as a uint8 SR function.
@@ -90,12 +131,18 @@ def run_gate(reference: SRFunction, backends: dict[str, Callable[[], ArrayFuncti
         tolerance_db: the largest allowed |PSNR_Y difference| to PyTorch, per set.
         convention: the Y convention.
         progress: show progress bars.
+        min_gain_db: the quality floor: the reference's PSNR_Y minus bicubic's, per set.
     """
     ref_rec = _Recorder(reference)
-    ref_scores = [score_set(ref_rec, s, scale, convention, progress) for s in sets]
+    try:
+        ref_scores = [score_set(ref_rec, s, scale, convention, progress) for s in sets]
+    except NonFiniteOutput as e:  # nothing to compare: the model itself is broken
+        ref = BackendResult("pytorch", True, sets={})
+        return GateReport(False, tolerance_db, ref, [], QualityFloor(min_gain_db, {}, {}, f"PyTorch reference: {e}"))
     ref = BackendResult("pytorch", True, psnr_y=float(np.mean([s.psnr_y for s in ref_scores])),
                         seconds=sum(s.seconds for s in ref_scores),
                         sets={s.name: {"psnr_y": s.psnr_y} for s in ref_scores})
+    quality = _quality_floor({s.name: s.psnr_y for s in ref_scores}, sets, scale, convention, min_gain_db)
     results = []
     for name, factory in backends.items():
         try:
@@ -115,15 +162,22 @@ def run_gate(reference: SRFunction, backends: dict[str, Callable[[], ArrayFuncti
         results.append(BackendResult(name, True, psnr_y=psnr_y, delta_psnr_y=psnr_y - ref.psnr_y,
                                      max_abs_diff_levels=diff, seconds=sum(s.seconds for s in scores),
                                      sets=per_set, passed=ok))
-    passed = all(r.passed for r in results if r.ran)
-    return GateReport(passed, tolerance_db, ref, results)
+    passed = quality.passed and all(r.passed for r in results if r.ran)
+    return GateReport(passed, tolerance_db, ref, results, quality)
 
 
 def format_report(report: GateReport) -> str:
     """A readable table: one row per backend, skipped backends with their reason."""
+    q = report.quality
+    if report.reference.psnr_y is None:  # the reference itself failed
+        return f"parity gate: FAILED\nquality floor: {q.failure}"
     rows = [f"{'backend':<28}{'PSNR_Y':>9}{'dPSNR_Y':>10}{'max|d| lv':>11}{'seconds':>9}  result"]
     r = report.reference
-    rows.append(f"{'pytorch (reference)':<28}{r.psnr_y:>9.4f}{'':>10}{'':>11}{r.seconds:>9.2f}")
+    bicubic = float(np.mean(list(q.bicubic_psnr_y.values())))
+    rows.append(f"{'bicubic':<28}{bicubic:>9.4f}")
+    rows.append(f"{'pytorch (reference)':<28}{r.psnr_y:>9.4f}{'':>10}{'':>11}{r.seconds:>9.2f}  "
+                f"{'ok' if q.passed else 'FAIL'} (gain over bicubic {min(q.gain_db.values()):+.2f} dB on its worst "
+                f"set, floor {q.min_gain_db:+.2f})")
     for b in report.backends:
         if not b.ran:
             rows.append(f"{b.name:<28}{'':>39}  skipped: {b.skipped_reason}")
@@ -134,7 +188,9 @@ def format_report(report: GateReport) -> str:
                     f"{b.seconds:>9.2f}  {verdict}")
     rows.append(f"parity gate: {'PASSED' if report.passed else 'FAILED'} "
                 f"(tolerance {report.tolerance_db} dB PSNR_Y per set)")
-    if not report.passed:
+    if not q.passed:
+        rows.append(f"quality floor: {q.failure}")
+    if any(b.ran and not b.passed for b in report.backends):
         rows.append(_failure_hint(report))
     return "\n".join(rows)
 

@@ -17,20 +17,39 @@ import torch
 from torch import nn
 
 from ..errors import QdukdError
+from ..torchfile import check_finite, read_torch_file
+from .abpn import ABPN
 from .bicubic import Bicubic
 from .edsr import EDSR
+from .espcn import ESPCN
+from .fsrcnn import FSRCNN
 from .imdn import IMDN
 from .pan import PAN
+from .quicksrnet import QuickSRNet, QuickSRNetLarge, QuickSRNetMedium, QuickSRNetSmall
 from .rcan import RCAN
+from .rlfn import RLFN, RLFNS
+from .sesr import SESR, SESRM3, SESRM5, SESRM7, SESRM11, SESRXL
+from .span import SPAN
 from .swinir import SwinIR
+from .xlsr import XLSR
 
-MODELS: dict[str, type[nn.Module]] = {"bicubic": Bicubic, "edsr": EDSR, "rcan": RCAN, "swinir": SwinIR, "imdn": IMDN, "pan": PAN}
+MODELS: dict[str, type[nn.Module]] = {
+    "bicubic": Bicubic, "edsr": EDSR, "rcan": RCAN, "swinir": SwinIR, "imdn": IMDN, "pan": PAN,
+    # the deployable zoo: small plain networks that ship on phones, NPUs and GPUs
+    "espcn": ESPCN, "fsrcnn": FSRCNN, "quicksrnet_s": QuickSRNetSmall, "quicksrnet_m": QuickSRNetMedium,
+    "quicksrnet_l": QuickSRNetLarge, "xlsr": XLSR, "abpn": ABPN, "sesr_m3": SESRM3, "sesr_m5": SESRM5,
+    "sesr_m7": SESRM7, "sesr_m11": SESRM11, "sesr_xl": SESRXL, "rlfn": RLFN, "rlfn_s": RLFNS, "span": SPAN,
+}
 
 # Where training frameworks nest the weights, most preferred first (BasicSR saves EMA as params_ema).
 _WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model")
 _SHOW = 5
 
-__all__ = ["MODELS", "Bicubic", "EDSR", "IMDN", "PAN", "RCAN", "SwinIR", "build_model", "load_weights", "model_config"]
+__all__ = [
+    "ABPN", "EDSR", "ESPCN", "FSRCNN", "IMDN", "MODELS", "PAN", "RCAN", "RLFN", "RLFNS", "SESR", "SESRM3", "SESRM5",
+    "SESRM7", "SESRM11", "SESRXL", "SPAN", "XLSR", "Bicubic", "QuickSRNet", "QuickSRNetLarge", "QuickSRNetMedium",
+    "QuickSRNetSmall", "SwinIR", "build_model", "load_weights", "model_config",
+]
 
 
 def _check_type(model: str, arg: str, value: Any, hint: Any) -> None:
@@ -97,14 +116,7 @@ def _read(source: str | Path | Mapping) -> tuple[Mapping, str]:
     if isinstance(source, Mapping):
         return source, "state dict"
     path = Path(source)
-    if not path.is_file():
-        raise QdukdError(f"checkpoint not found: {path} (check the path to the .pth file)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for corrupt, truncated or non-tensor pickles
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise QdukdError(f"cannot read checkpoint {path}: {first} (is it a PyTorch state dict, "
-                         "saved with torch.save and intact?)") from None
+    obj = read_torch_file(path, "checkpoint")
     if not isinstance(obj, Mapping):
         raise QdukdError(f"checkpoint {path} holds a {type(obj).__name__}, not a state dict "
                          "(save model.state_dict(), not the model)")
@@ -124,6 +136,7 @@ def _unwrap(obj: Mapping, label: str) -> dict[str, torch.Tensor]:
     sd = dict(obj)
     if all(k.startswith("module.") for k in sd):
         sd = {k[len("module."):]: v for k, v in sd.items()}
+    check_finite(sd, f"checkpoint {label}")
     return sd
 
 

@@ -77,3 +77,23 @@ class MeanShiftResidualSR(nn.Module):
         x = self.add(x, self.conv_after_body(self.body(x)))
         x = self.conv_last(self.upsample(x))
         return x / 255.0 + self.mean
+
+
+class NearestAnchor(nn.Module):
+    """The input repeated ``scale**2`` times per channel, the "anchor" of plain mobile SR nets.
+
+    Added to the last conv's ``C * scale**2`` channels before ``nn.PixelShuffle(scale)``, it is
+    nearest-neighbour upsampling of the input, so the convs learn only a residual (ABPN,
+    QuickSRNet, SESR). ``torch.repeat_interleave`` exports to ONNX as Unsqueeze/Tile/Reshape,
+    without control flow. No parameters.
+
+    Args:
+        scale: upscaling factor.
+    """
+
+    def __init__(self, scale: int) -> None:
+        super().__init__()
+        self.repeats = scale * scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.repeat_interleave(x, self.repeats, dim=1)
