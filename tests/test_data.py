@@ -91,3 +91,36 @@ def test_benchmark_set_loads_with_modcrop():
     for name, lr, hr in items:
         assert hr.shape[0] % 3 == 0 and hr.shape[1] % 3 == 0
         assert lr.shape[:2] == (hr.shape[0] // 3, hr.shape[1] // 3)
+
+
+def _dihedral(x: np.ndarray, k: int) -> np.ndarray:
+    """The k-th of the 8 symmetries of a square (k < 4: rotations; k >= 4: mirror, then rotate)."""
+    return np.rot90(x if k < 4 else x[:, ::-1], k % 4)
+
+
+def _to_uint8(t) -> np.ndarray:
+    return (t.numpy().transpose(1, 2, 0) * 255).round().astype(np.uint8)
+
+
+def test_every_training_pair_is_one_aligned_crop_of_the_lr_and_hr_images(tmp_path):
+    # Unrelated random LR and HR images (a BasicSR-layout set): a pair can only match them if both
+    # patches come from the same place under the same flip/rotation; the noise makes each 6x6 LR
+    # window unique, so the undoing symmetry and the position are found by exhaustive search.
+    s, patch = 4, 6
+    lr_img, hr_img = _img(20, 17, 1), _img(80, 68, 2)
+    _save(tmp_path / "S" / "HR" / "a.png", hr_img)
+    _save(tmp_path / "S" / "LR_bicubic" / "X4" / "ax4.png", lr_img)
+    ds = TrainPatches([tmp_path / "S"], s, patch, seed=5, augment=True, progress=False)
+    windows = np.lib.stride_tricks.sliding_window_view(lr_img, (patch, patch, 3))[:, :, 0]
+    seen = set()
+    for i in range(100):
+        sample = ds[i]
+        lr, hr = _to_uint8(sample["lr"]), _to_uint8(sample["hr"])
+        hits = [(k, t, l) for k in range(8)
+                for t, l in zip(*np.nonzero(np.all(windows == _dihedral(lr, k), axis=(2, 3, 4))))]
+        assert len(hits) == 1, f"sample {i}: LR patch is not a unique crop of the LR image: {hits}"
+        k, t, l = hits[0]
+        assert np.array_equal(_dihedral(hr, k), hr_img[t * s:(t + patch) * s, l * s:(l + patch) * s]), \
+            f"sample {i}: HR patch is not the LR patch's crop of the HR image under the same symmetry"
+        seen.add(k)
+    assert seen == set(range(8))  # every flip/rotation combination was drawn and checked

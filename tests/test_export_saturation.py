@@ -5,20 +5,28 @@ saturation. Signed activations reach its kernels shifted by +128 (code 127 -> 25
 weights at +-127 next to large activations overflow: 255 * 127 * 2 > 32767. The student below
 is built to do exactly that in ``body.0.conv1``; ``session.x64quantprecision = 1`` (exact U8U8
 kernels, ``exact_u8u8 = "auto"`` in the shipped profiles: on where the CPU lacks VNNI) is the fix. On a CPU with VNNI nothing saturates, so there
-only the fixed half can run (run this file under ``qemu-x86_64 -cpu Haswell`` to see the rest).
+only the fixed half can run (run this file under ``qemu-x86_64 -cpu Haswell`` to see the rest);
+the settings the session gets are checked on every CPU.
 """
 
 from __future__ import annotations
 
 import json
+import platform
 
+import onnx
 import pytest
 import torch
+from onnx import TensorProto, helper
 
+from qdukd.export import runtime
 from qdukd.export.__main__ import main
+from qdukd.export.profiles import load_profile
+from qdukd.export.runtime import backend_function, cpu_saturates_u8s8
 from test_export_pipeline import write_student
 
 HAS_VNNI = torch.cpu._is_vnni_supported()
+EXACT_U8U8 = "session.x64quantprecision"
 
 
 def _identity_(conv, step: float) -> None:
@@ -57,6 +65,11 @@ def _profile(tmp_path, exact_u8u8: str):
     return path
 
 
+# The student is built to saturate, not to beat bicubic: the quality floor is off, so the exit
+# code is the parity gate's alone.
+NO_FLOOR = ("--min-gain-over-bicubic", "-1000")
+
+
 @pytest.fixture(scope="module")
 def student(tmp_path_factory):
     return write_student(tmp_path_factory.mktemp("sat") / "w8a8.pt", "w8a8,quantize_adds=true", edit=_saturate)
@@ -65,7 +78,8 @@ def student(tmp_path_factory):
 @pytest.mark.skipif(HAS_VNNI, reason="this CPU has VNNI: ONNX Runtime's int8 kernels cannot saturate here")
 def test_gate_fails_when_fused_kernels_saturate(student, tmp_path):
     out = tmp_path / "plain"
-    assert main([str(student), "--out", str(out), "--target", str(_profile(tmp_path, "off")), "--no-progress"]) == 1
+    assert main([str(student), "--out", str(out), "--target", str(_profile(tmp_path, "off")), "--no-progress",
+                 *NO_FLOOR]) == 1
     rows = {b["name"]: b for b in json.loads((out / "report.json").read_text())["backends"]}
     assert rows["onnxruntime-cpu-reference"]["passed"]  # unfused: exact
     assert not rows["onnxruntime-cpu"]["passed"]  # fused: saturated
@@ -75,4 +89,48 @@ def test_gate_fails_when_fused_kernels_saturate(student, tmp_path):
 def test_gate_passes_with_the_exact_u8u8_kernels(student, tmp_path, exact_u8u8):
     out = tmp_path / "fixed"
     assert main([str(student), "--out", str(out), "--target", str(_profile(tmp_path, exact_u8u8)),
-                 "--no-progress"]) == 0
+                 "--no-progress", *NO_FLOOR]) == 0
+
+
+# The gate tests above cannot see the fix go missing on a CPU with VNNI (nothing saturates
+# there), so the settings the fused CPU session really gets are checked directly, for both kinds
+# of CPU: only the capability probe is replaced, onnxruntime builds a real session.
+
+
+def _identity_onnx(path) -> None:
+    """A one-node model with the exported models' input and output (the session's settings do not
+    depend on the graph)."""
+    io = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", 3, "H", "W"]) for name in ("lr", "sr")]
+    graph = helper.make_graph([helper.make_node("Identity", ["lr"], ["sr"])], "identity", io[:1], io[1:])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+
+
+@pytest.mark.parametrize(("exact_u8u8", "saturates", "entry"), [
+    ("on", True, "1"), ("on", False, "1"), ("auto", True, "1"), ("auto", False, None),
+    ("off", True, None), ("off", False, None)])
+def test_fused_cpu_session_gets_the_exact_u8u8_setting(tmp_path, monkeypatch, exact_u8u8, saturates, entry):
+    monkeypatch.setattr(runtime, "cpu_saturates_u8s8", lambda: saturates)  # True: x86 without VNNI
+    sessions = []
+    real_session = runtime.ort_session
+
+    def keep(*args, **kwargs):
+        sessions.append(real_session(*args, **kwargs))
+        return sessions[-1]
+
+    monkeypatch.setattr(runtime, "ort_session", keep)
+    _identity_onnx(tmp_path / "model.onnx")
+    backend_function("onnxruntime-cpu", tmp_path, load_profile(_profile(tmp_path, exact_u8u8)))
+    (session,) = sessions
+    try:
+        got = session.get_session_options().get_session_config_entry(EXACT_U8U8)
+    except RuntimeError:  # onnxruntime's answer for an entry that was never set
+        got = None
+    assert got == entry
+
+
+@pytest.mark.parametrize(("machine", "vnni", "saturates"), [
+    ("x86_64", False, True), ("AMD64", False, True), ("x86_64", True, False), ("aarch64", False, False)])
+def test_saturation_probe(monkeypatch, machine, vnni, saturates):
+    monkeypatch.setattr(platform, "machine", lambda: machine)
+    monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: vnni)
+    assert cpu_saturates_u8s8() is saturates

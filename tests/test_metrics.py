@@ -2,7 +2,9 @@ import math
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from conftest import DEMO
 from qdukd.metrics import psnr, rgb_to_y, ssim
 
 
@@ -49,6 +51,33 @@ def test_ssim_properties():
     c1 = (0.01 * 255) ** 2
     a, b = rgb_to_y(flat)[0, 0], rgb_to_y(flat + 10)[0, 0]
     assert ssim(flat, flat + 10) == pytest.approx((2 * a * b + c1) / (a * a + b * b + c1))
+
+
+# SSIM of distorted demo validation images against the originals, computed once without qdukd by
+# scikit-image 0.26 (structural_similarity(sr, hr, gaussian_weights=True, sigma=1.5,
+# use_sample_covariance=False, data_range=255): an 11x11 window, mean over the pixels the window
+# fits around, K = (0.01, 0.03)) on float BT.601 Y (rgb / 255 @ (65.481, 128.553, 24.966) + 16) with
+# 4 border pixels cropped, and per RGB channel (averaged) with none cropped. BasicSR's _ssim (cv2
+# Gaussian 11 / 1.5, filter2D, [5:-5, 5:-5]) gives the same numbers to 1e-13.
+SSIM_REFERENCE = {  # (image, distortion): (SSIM_Y crop 4, SSIM_RGB crop 0)
+    ("astronaut_40_160", "shift"): (0.861459910480, 0.825316085800),
+    ("astronaut_40_160", "posterize"): (0.915788410043, 0.788206130506),
+    ("chelsea_80_40", "shift"): (0.856036591856, 0.837369326388),
+    ("chelsea_80_40", "posterize"): (0.907980428332, 0.787766762387),
+    ("rocket_200_400", "shift"): (0.855192068256, 0.802031793937),
+    ("rocket_200_400", "posterize"): (0.927145445307, 0.880451940348),
+}
+DISTORTIONS = {"shift": lambda hr: np.roll(hr, 1, axis=1), "posterize": lambda hr: hr // 32 * 32 + 16}
+
+
+@pytest.mark.parametrize(("name", "distortion"), list(SSIM_REFERENCE))
+def test_ssim_matches_the_reference_implementation(name, distortion):
+    hr = np.asarray(Image.open(DEMO / "val" / f"{name}.png").convert("RGB"))
+    sr = DISTORTIONS[distortion](hr)
+    y, rgb = SSIM_REFERENCE[name, distortion]
+    # 1e-9: float64 rounding differs by ~1e-13; K1 = 0.011 instead of 0.01 moves SSIM_Y by 8e-9 to 1e-5.
+    assert ssim(sr, hr, crop_border=4) == pytest.approx(y, abs=1e-9)
+    assert ssim(sr, hr, crop_border=0, test_y_channel=False) == pytest.approx(rgb, abs=1e-9)
 
 
 def test_rejects_mismatched_or_float_inputs():

@@ -17,6 +17,7 @@ RECIPES = sorted(RECIPE_DIR.rglob("*.toml"))
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.relative_to(p.parents[1]).as_posix())
 def test_shipped_recipes_load_and_name_real_architectures(path):
     recipe = load_recipe(path)
+    assert load_recipe(path.relative_to(RECIPE_DIR).with_suffix("").as_posix()) == recipe  # by name
     build_model(recipe.student.model, recipe.data.scale, **recipe.student.args)
     if recipe.teacher.model:
         assert recipe.teacher.weights
@@ -33,7 +34,7 @@ def test_div2k_recipes_carry_the_reference_hyper_parameters():
 
 def test_typos_are_rejected_with_the_file_and_a_suggestion(tmp_path):
     (tmp_path / "r.toml").write_text("[train]\niter = 5\n")
-    with pytest.raises(QdukdError, match=r"r.toml: unknown key 'train.iter'; did you mean 'iters'"):
+    with pytest.raises(QdukdError, match=r"r.toml: unknown key 'train.iter'; did you mean 'train.iters'"):
         load_recipe(tmp_path / "r.toml")
     (tmp_path / "s.toml").write_text("[trian]\niters = 5\n")
     with pytest.raises(QdukdError, match="did you mean 'train'"):
@@ -44,6 +45,15 @@ def test_typos_are_rejected_with_the_file_and_a_suggestion(tmp_path):
     (tmp_path / "u.toml").write_text('extends = "u.toml"\n')
     with pytest.raises(QdukdError, match="loops"):
         load_recipe(tmp_path / "u.toml")
+
+
+def test_a_file_wins_over_a_shipped_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_recipe("demo") == load_recipe(RECIPE_DIR / "demo.toml")
+    (tmp_path / "demo").write_text("[train]\niters = 5\n")
+    assert load_recipe("demo").train.iters == 5
+    with pytest.raises(QdukdError, match="recipe not found: demo.toml .*shipped recipes: .*cpu/w4a4"):
+        load_recipe("demo.toml")
 
 
 def test_extends_and_overrides(tmp_path):

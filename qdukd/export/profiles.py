@@ -1,4 +1,4 @@
-"""Deployment target profiles: one TOML file per target in the repository's ``export/`` folder.
+"""Deployment target profiles: one TOML file per target, shipped from the repository's ``export/``.
 
 A profile fixes everything about a deployment that is not in the checkpoint: the ONNX opset,
 how activations are stored, which weight bit-widths the target runs, the dynamic input range,
@@ -14,9 +14,8 @@ from typing import Literal
 
 from ..config import from_dict
 from ..errors import QdukdError
+from ..resources import profile_path, shipped_profiles
 from ..tomlcompat import tomllib
-
-PROFILE_DIR = Path(__file__).resolve().parents[2] / "export"
 
 BACKENDS = ("onnxruntime-cpu-reference", "onnxruntime-cpu", "onnxruntime-cpu-int4", "onnxruntime-cuda",
             "onnxruntime-tensorrt", "tensorrt")
@@ -112,8 +111,8 @@ class ExportProfile:
 
 
 def available_profiles() -> list[str]:
-    """Names of the profiles shipped in the repository's ``export/`` folder."""
-    return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
+    """Names of the shipped profiles (the repository's ``export/*.toml``), sorted."""
+    return shipped_profiles()
 
 
 def _validate(p: ExportProfile, where: str) -> None:
@@ -141,20 +140,15 @@ def _validate(p: ExportProfile, where: str) -> None:
 
 
 def load_profile(target: str | Path) -> ExportProfile:
-    """Read a profile by name (a file in the repository's ``export/``) or by path to a ``.toml``.
+    """Read a profile.
+
+    Args:
+        target: a path to a ``.toml`` file (an existing file wins) or a shipped profile's name.
 
     Raises:
         QdukdError: unknown name, missing file, invalid TOML, unknown key or inconsistent values.
     """
-    target = str(target)
-    path = Path(target)
-    if not (target.endswith(".toml") or path.parent != Path(".")):
-        path = PROFILE_DIR / f"{target}.toml"
-        if not path.is_file():
-            names = ", ".join(available_profiles()) or f"none found in {PROFILE_DIR}"
-            raise QdukdError(f"unknown export profile {target!r}; available: {names} (or pass a .toml path)")
-    if not path.is_file():
-        raise QdukdError(f"export profile not found: {path}")
+    path = profile_path(target)
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
