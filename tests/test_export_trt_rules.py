@@ -11,9 +11,10 @@ from qdukd.export.trt_rules import check_tensorrt
 
 
 def _graph(qdq_dtype=np.int8, act_scale=0.05, act_zp=0, weight_axis=0, act_per_axis=False, extra=(),
-           opset=17, scale_is_input=False) -> onnx.ModelProto:
-    """x -> Q/DQ -> Conv(DQ(int8 W)) -> y, with one knob per rule."""
-    w = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.int8), "w_q")
+           opset=17, scale_is_input=False, op="Conv") -> onnx.ModelProto:
+    """x -> Q/DQ -> Conv(DQ(int8 W)) -> y, with one knob per rule (``op="ConvTranspose"``: its
+    (in, out, kH, kW) weight, 4 output channels either way)."""
+    w = numpy_helper.from_array(np.ones((4, 3, 3, 3) if op == "Conv" else (3, 4, 3, 3), np.int8), "w_q")
     w_scale = numpy_helper.from_array(np.full(4, 0.01, np.float32), "w_s")
     w_zp = numpy_helper.from_array(np.zeros(4, np.int8), "w_zp")
     a_scale = np.full(3, act_scale, np.float32) if act_per_axis else np.array(act_scale, np.float32)
@@ -27,7 +28,7 @@ def _graph(qdq_dtype=np.int8, act_scale=0.05, act_zp=0, weight_axis=0, act_per_a
         helper.make_node("QuantizeLinear", ["x", "a_s", "a_zp"], ["xq"], name="act_q", axis=1),
         helper.make_node("DequantizeLinear", ["xq", "a_s", "a_zp"], ["xd"], name="act_dq", axis=1),
         helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_zp"], ["wd"], name="w_dq", axis=weight_axis),
-        helper.make_node("Conv", ["xd", "wd"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node(op, ["xd", "wd"], ["c"], name="conv", pads=[1, 1, 1, 1]),
         *extra,
     ]
     out = extra[-1].output[0] if extra else "c"
@@ -38,6 +39,7 @@ def _graph(qdq_dtype=np.int8, act_scale=0.05, act_zp=0, weight_axis=0, act_per_a
 
 def test_clean_graph_passes():
     assert check_tensorrt(_graph()) == []
+    assert check_tensorrt(_graph(op="ConvTranspose", weight_axis=1)) == []  # per output channel: axis 1
 
 
 @pytest.mark.parametrize("kwargs, node, words", [
@@ -47,6 +49,7 @@ def test_clean_graph_passes():
     ({"qdq_dtype": np.uint8}, "act_q", "UINT8"),
     ({"act_per_axis": True}, "act_q", "per-axis scales (axis 1) on an activation"),
     ({"weight_axis": 1}, "w_dq", "needs axis 0"),
+    ({"op": "ConvTranspose", "weight_axis": 0}, "w_dq", "a ConvTranspose weight needs axis 1"),
     ({"scale_is_input": True}, "act_q", "not a constant"),
     ({"opset": 21}, "<model>", "opset 21"),
 ])

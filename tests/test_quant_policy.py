@@ -5,15 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from test_models_deployable import SMALL as MOBILE
 from torch import nn
 
 from qdukd.errors import QdukdError
 from qdukd.models import build_model
 from qdukd.models.common import Add
-from qdukd.quant import (QuantAdd, QuantConfig, QuantConv2d, QuantLinear, activation_range_parameters, calibrate,
-                         find_roles, plan_layers, prepare_qat, quant_state, quantized_layers, restore_qat)
+from qdukd.quant import (QuantAdd, QuantConfig, QuantConv2d, QuantConvTranspose2d, QuantLinear,
+                         activation_range_parameters, calibrate, dequantize, find_roles, plan_layers, prepare_qat,
+                         quant_state, quantized_layers, restore_qat)
+from qdukd.quant.policy import KINDS
 
-FLOAT = (nn.Conv2d, nn.Linear, Add)
+FLOAT = tuple(KINDS)
 
 
 class Block(nn.Module):
@@ -56,7 +59,8 @@ HEAD_TAIL = ["head", "up.0", "hr", "last"]
 
 
 def swapped(model: nn.Module) -> dict[str, nn.Module]:
-    return {n: m for n, m in model.named_modules() if isinstance(m, (QuantConv2d, QuantLinear, QuantAdd))}
+    return {n: m for n, m in model.named_modules() if isinstance(m, (QuantConv2d, QuantConvTranspose2d, QuantLinear,
+                                                                      QuantAdd))}
 
 
 def still_float(model: nn.Module) -> list[str]:
@@ -68,6 +72,90 @@ def test_roles_of_tiny_net():
     assert {n for n, r in roles.items() if r == "head"} == {"head"}
     assert {n for n, r in roles.items() if r == "tail"} == {"up.0", "hr", "last"}
     assert {n for n, r in roles.items() if r == "body"} == set(BODY)
+
+
+class FSRCNNLike(nn.Module):
+    """Feature extraction, a shrinking conv that feeds a x2 transposed conv directly (the upsampler)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head, self.act = nn.Conv2d(3, 8, 5, 1, 2), nn.PReLU(8)
+        self.shrink = nn.Conv2d(8, 4, 1)
+        self.up = nn.ConvTranspose2d(4, 3, 9, 2, 4, output_padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.shrink(self.act(self.head(x))))
+
+
+class AttentionSR(nn.Module):
+    """A body branch that pools a map and interpolates it back to the LR size (RLFN's ESA), then x2."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head, self.down, self.gate = nn.Conv2d(3, 8, 3, 1, 1), nn.Conv2d(8, 8, 3, 2, 1), nn.Conv2d(8, 8, 1)
+        self.up = nn.Sequential(nn.Conv2d(8, 12, 3, 1, 1), nn.PixelShuffle(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.head(x)
+        small = F.max_pool2d(self.down(f), 3, 2)
+        gate = torch.sigmoid(self.gate(F.interpolate(small, size=f.shape[-2:], mode="bilinear", align_corners=False)))
+        return self.up(f * gate)
+
+
+class AnchorSR(nn.Module):
+    """ABPN / QuickSRNet / SESR tail: the last conv's r^2 * 3 channels plus the repeated input, a clip, a shuffle."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head, self.mid, self.last = nn.Conv2d(3, 8, 3, 1, 1), nn.Conv2d(8, 8, 3, 1, 1), nn.Conv2d(8, 12, 3, 1, 1)
+        self.add, self.shuffle = Add(), nn.PixelShuffle(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.add(x.repeat_interleave(4, dim=1), self.last(torch.relu(self.mid(torch.relu(self.head(x))))))
+        return self.shuffle(torch.clamp(y, 0.0, 1.0))
+
+
+def test_roles_with_a_transposed_conv_upsampler_an_anchor_and_an_attention_resize():
+    roles = find_roles(FSRCNNLike(), FLOAT)
+    # the transposed conv is the upsampler itself, so the conv feeding it is an ordinary body layer
+    assert roles == {"head": "head", "shrink": "body", "up": "tail"}
+    # the sub-pixel conv's output reaches the shuffle through the anchor add and a clip: both are tail
+    assert find_roles(AnchorSR(), FLOAT) == {"head": "head", "mid": "body", "last": "tail", "add": "tail"}
+    # enlarging a pooled map back to the LR size is not the upscale
+    assert find_roles(AttentionSR(), FLOAT) == {"head": "head", "down": "body", "gate": "body", "up.0": "tail"}
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_transposed_conv_twin_quantizes_weights_per_output_channel_on_axis_1(groups):
+    torch.manual_seed(0)
+    model = FSRCNNLike()
+    if groups == 2:  # a grouped upsampler: weight (in, out / groups, kH, kW)
+        model.up = nn.ConvTranspose2d(4, 6, 4, 2, 1, groups=2)
+    prepare_qat(model, QuantConfig(w_bits=4, a_bits=8, head_tail="int8"))
+    calibrate(model, [torch.rand(2, 3, 12, 12)], method="max")
+    up = model.up
+    assert isinstance(up, QuantConvTranspose2d) and up.weight_quant.axis == 1
+    assert up.weight_scale().shape == (up.weight.shape[1],) and (up.w_bits, up.a_bits) == (8, 8)
+    codes = up.int_weight()
+    # max calibration per output channel (axis 1): every channel's largest weight is code +-127
+    assert codes.dtype == torch.int8 and codes.abs().amax(dim=(0, 2, 3)).tolist() == [127] * up.weight.shape[1]
+    assert torch.equal(dequantize(codes, up.weight_scale(), axis=1), up.weight_quant(up.weight))
+    # The twin computes nn.ConvTranspose2d's function on the fake-quantized input and weight.
+    reference = nn.ConvTranspose2d(up.in_channels, up.out_channels, up.kernel_size, up.stride, up.padding,
+                                   up.output_padding, up.groups)
+    with torch.no_grad():
+        reference.weight.copy_(up.weight_quant(up.weight))
+        reference.bias.copy_(up.effective_bias())
+        x = torch.rand(1, 4, 7, 9)
+        assert torch.equal(up(x), reference(up.act_quant(x)))
+        assert torch.equal(up(x, output_size=[14, 18]), reference(up.act_quant(x), output_size=[14, 18]))
+    state = quant_state(model)
+    assert state["layers"]["up"]["kind"] == "conv_transpose2d"
+    fresh = FSRCNNLike()
+    fresh.up = nn.ConvTranspose2d(*[getattr(up, a) for a in ("in_channels", "out_channels", "kernel_size", "stride",
+                                                             "padding", "output_padding", "groups")])
+    restore_qat(fresh, state).load_state_dict(model.state_dict(), strict=True)
+    assert torch.equal(fresh.eval()(x[:, :3]), model.eval()(x[:, :3]))
 
 
 def test_default_policy_quantizes_the_body_and_keeps_head_tail_float():
@@ -152,9 +240,9 @@ def test_config_parsing_and_validation():
     assert cfg.skip == ("body.0.*", "mid")
     assert QuantConfig.from_dict(cfg.to_dict()) == cfg
     assert QuantConfig.from_dict({"rules": [["body.*", 8, 8]]}).rules == (("body.*", 8, 8),)
-    with pytest.raises(QdukdError, match="did you mean 'w_bits'"):
+    with pytest.raises(QdukdError, match="did you mean 'quant.w_bits'"):
         QuantConfig.from_dict({"w_bit": 4})
-    with pytest.raises(QdukdError, match="did you mean 'head_tail'"):
+    with pytest.raises(QdukdError, match="did you mean 'quant.head_tail'"):
         QuantConfig.from_string("w4a4,headtail=int8")
     with pytest.raises(QdukdError, match="w<bits>a<bits>"):
         QuantConfig.from_string("int4")
@@ -228,3 +316,20 @@ def test_prepare_leaves_the_global_rng_alone():
     torch.manual_seed(7)
     prepare_qat(model, "w4a4")
     assert torch.equal(torch.rand(3), expected)
+
+
+DEPLOYABLE_HEAD_TAIL = {
+    "espcn": ("conv1", {"conv3"}), "fsrcnn": ("feature.0", {"deconv"}), "xlsr": ("conv_first", {"conv_last"}),
+    "quicksrnet_s": ("cnn.0", {"conv_last"}), "quicksrnet_l": ("cnn.0", {"conv_last", "add"}),
+    "abpn": ("body.0", {"body.6", "add"}), "sesr_m5": ("head.conv", {"tail.conv", "add_anchor"}),
+    "rlfn": ("conv_1", {"upsampler.0"}), "span": ("conv_1.eval_conv", {"upsampler.0"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DEPLOYABLE_HEAD_TAIL))
+def test_deployable_zoo_head_and_tail(name):
+    """The mobile nets' pixel-facing layers: SESR and SPAN planned in their collapsed form."""
+    plans = plan_layers(build_model(name, 4, **MOBILE[name]), QuantConfig(head_tail="int8", quantize_adds=True))
+    head, tail = DEPLOYABLE_HEAD_TAIL[name]
+    assert [n for n, p in plans.items() if p.role == "head"] == [head]
+    assert {n for n, p in plans.items() if p.role == "tail"} == tail

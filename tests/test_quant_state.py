@@ -9,11 +9,14 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from qdukd.errors import QdukdError
 from qdukd.models import build_model
+from qdukd.quant.quantizers import float_eval
 from qdukd.quant import (
     QuantConfig,
+    plan_layers,
     activation_range_parameters,
     calibrate,
     dequantize,
@@ -26,6 +29,32 @@ from qdukd.quant import (
 )
 
 ARGS = {"num_feat": 8, "num_block": 2}
+
+
+class Expanded(nn.Module):
+    """A collapsible x2 net (SESR-style): its block trains as a 3x3 conv to 32 channels and a 1x1
+    conv back, with nothing between, and ``collapse()`` folds the two into one 3x3 conv in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, 8, 3, 1, 1)
+        self.block = nn.Sequential(nn.Conv2d(8, 32, 3, 1, 1), nn.Conv2d(32, 8, 1))
+        self.up = nn.Sequential(nn.Conv2d(8, 12, 3, 1, 1), nn.PixelShuffle(2))
+        self.expanded = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(torch.relu(self.block(torch.relu(self.head(x)))))
+
+    @torch.no_grad()
+    def collapse(self) -> None:
+        if not self.expanded:
+            return
+        wide, narrow = self.block
+        mix = narrow.weight[:, :, 0, 0]
+        conv = nn.Conv2d(8, 8, 3, 1, 1)
+        conv.weight.copy_(torch.einsum("om,mikl->oikl", mix, wide.weight))
+        conv.bias.copy_(mix @ wide.bias + narrow.bias)
+        self.block, self.expanded = conv, False
 
 
 def edsr(cfg: str | QuantConfig = "w4a4,quantize_adds=true", calibrated: bool = True) -> torch.nn.Module:
@@ -158,3 +187,24 @@ def test_deepcopy_and_eval_of_prepared_model():
     twin = copy.deepcopy(model)
     x = torch.rand(1, 3, 8, 8)
     assert torch.equal(twin.eval()(x), model.eval()(x)) and quant_state(twin) == quant_state(model)
+
+
+def test_collapsible_models_are_quantized_and_restored_collapsed():
+    torch.manual_seed(0)
+    model = Expanded()
+    x = torch.rand(1, 3, 9, 11)
+    with torch.no_grad():
+        expanded_out = model(x)
+    assert set(plan_layers(model, QuantConfig(head_tail="int8"))) == {"head", "block", "up.0"}
+    assert model.expanded  # planning looked at a collapsed copy
+    prepare_qat(model, QuantConfig(w_bits=8, a_bits=8, head_tail="int8"))
+    assert not model.expanded and set(quant_state(model)["layers"]) == {"head", "block", "up.0"}
+    with float_eval(model), torch.no_grad():  # the collapse keeps the function (float32 rounding apart)
+        assert torch.allclose(model(x), expanded_out, atol=1e-5)
+    calibrate(model, [torch.rand(2, 3, 12, 12)], method="max")
+    torch.manual_seed(1)
+    collapsed = Expanded()
+    collapsed.collapse()
+    for fresh in (Expanded(), collapsed):  # as the recipe builds it, and already collapsed (idempotent)
+        restore_qat(fresh, quant_state(model)).load_state_dict(model.state_dict(), strict=True)
+        assert not fresh.expanded and torch.equal(fresh.eval()(x), model.eval()(x))

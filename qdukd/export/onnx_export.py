@@ -12,7 +12,8 @@ QuantizeLinear/DequantizeLinear (it does so only for 8-bit ranges):
   signed, ``[0, min(2^b-1, 127)]`` unsigned) never fill a container, so the clip is what makes
   every grid, 8-bit or not, exact;
 - weights: the integer codes times the per-channel steps, through
-  ``fake_quantize_per_channel_affine(axis=0)`` -> Q/DQ on a constant, which
+  ``fake_quantize_per_channel_affine`` along the output channels (axis 0; axis 1 of a transposed
+  conv's ``(in, out / groups, kH, kW)`` weight) -> Q/DQ on a constant, which
   :func:`_fold_weight_quantizers` stores as an INT8 initializer.
 
 Then the graph is tidied (:func:`export_onnx`): Constant/Identity constants become
@@ -27,15 +28,19 @@ integer codes (Q -> Clip -> DQ) blocks the fusion too. So the exact graph is nev
 ONNX Runtime CPU (TensorRT fuses the clip into the conv and loses nothing); the container
 graph fuses, and differs from PyTorch only where a code reaches past its grid (-128 for the
 signed 8-bit grid, 128..255 for the unsigned one in uint8): the parity gate measures it.
-PixelShuffle exports as DepthToSpace (CRD) and runs on the 8-bit codes when a quantizer follows
-it (Q -> DepthToSpace -> DQ), so the upsampler's convs fuse too; N, H and W are dynamic.
+PixelShuffle exports as DepthToSpace (CRD); it and channel concatenation run on the 8-bit codes
+when a quantizer follows them (Q -> DepthToSpace / Concat -> DQ), so the convs feeding them fuse
+too; N, H and W are dynamic.
 """
 
 from __future__ import annotations
 
 import copy
+import heapq
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,10 +51,12 @@ import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
 from torch import nn
+from torch.onnx import symbolic_helper
 
 from ..atomic import atomic_path
 from ..errors import QdukdError
-from ..quant import FakeQuantizer, QuantAdd, QuantConv2d, QuantLinear
+from ..quant import FakeQuantizer, QuantAdd, QuantConv2d, QuantConvTranspose2d, QuantLinear, dequantize
+from ..quant.policy import KIND_OF_TWIN, collapse
 from .profiles import GraphSection
 
 INPUT_NAME, OUTPUT_NAME = "lr", "sr"
@@ -64,7 +71,7 @@ class LayerInfo:
     """One quantized layer as exported (``manifest.json`` lists them)."""
 
     name: str
-    kind: str  # "conv2d", "linear" or "add"
+    kind: str  # the quant state's kind: "conv2d", "conv_transpose2d", "linear" or "add"
     w_bits: int | None
     a_bits: int
     act_grids: tuple[tuple[int, int], ...]  # [qmin, qmax] of each quantized input
@@ -94,15 +101,17 @@ class _ActQDQ(nn.Module):
 
 
 class _QDQWeighted(nn.Module):
-    """What the Q/DQ conv and linear share: the input quantizer and the on-grid weight."""
+    """What the Q/DQ conv, transposed conv and linear share: the input quantizer and the on-grid
+    weight, quantized per channel along the layer's ``WEIGHT_AXIS`` (after ``transpose``, the other axis)."""
 
-    def __init__(self, layer: QuantConv2d | QuantLinear, act: _ActQDQ, axis: int) -> None:
+    def __init__(self, layer: QuantConv2d | QuantConvTranspose2d | QuantLinear, act: _ActQDQ,
+                 transpose: bool = False) -> None:
         super().__init__()
-        self.act, self.axis = act, axis
+        self.act = act
         scale = layer.weight_scale().float()
-        shape = [-1] + [1] * (layer.weight.dim() - 1)
-        weight = layer.int_weight().float() * scale.reshape(shape)
-        self.register_buffer("weight", weight if axis == 0 else weight.t().contiguous())
+        weight = dequantize(layer.int_weight(), scale, layer.WEIGHT_AXIS)
+        self.axis = 1 - layer.WEIGHT_AXIS if transpose else layer.WEIGHT_AXIS
+        self.register_buffer("weight", weight.t().contiguous() if transpose else weight)
         self.register_buffer("w_scale", scale)
         self.register_buffer("w_zero", torch.zeros_like(scale, dtype=torch.int32))
         bias = layer.effective_bias()
@@ -113,8 +122,8 @@ class _QDQWeighted(nn.Module):
 
 
 class _QDQConv2d(_QDQWeighted):
-    def __init__(self, layer: QuantConv2d, act: _ActQDQ) -> None:
-        super().__init__(layer, act, axis=0)
+    def __init__(self, layer: QuantConv2d | QuantConvTranspose2d, act: _ActQDQ) -> None:
+        super().__init__(layer, act)
         self.stride, self.padding, self.dilation, self.groups = layer.stride, layer.padding, layer.dilation, layer.groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -122,11 +131,26 @@ class _QDQConv2d(_QDQWeighted):
                         self.groups)
 
 
+class _QDQConvTranspose2d(_QDQConv2d):
+    """ConvTranspose on Q/DQ input, weight DQ on axis 1 (its ``(in, out / groups, kH, kW)`` layout)."""
+
+    def __init__(self, layer: QuantConvTranspose2d, act: _ActQDQ) -> None:
+        super().__init__(layer, act)
+        self.kernel_size, self.output_padding = layer.kernel_size, layer.output_padding
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        # nn.ConvTranspose2d's own output_size rule (it reads only the attributes copied above).
+        output_padding = nn.ConvTranspose2d._output_padding(self, x, output_size, self.stride, self.padding,
+                                                            self.kernel_size, 2, self.dilation)
+        return F.conv_transpose2d(self.act(x), self.quantized_weight(), self.bias, self.stride, self.padding,
+                                  output_padding, self.groups, self.dilation)
+
+
 class _QDQLinear(_QDQWeighted):
     """``x @ W^T + b`` with W^T stored (axis 1 per channel), so the weight DQ feeds MatMul directly."""
 
     def __init__(self, layer: QuantLinear, act: _ActQDQ) -> None:
-        super().__init__(layer, act, axis=1)
+        super().__init__(layer, act, transpose=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.matmul(self.act(x), self.quantized_weight())
@@ -142,6 +166,11 @@ class _QDQAdd(nn.Module):
         return self.act_a(a) + self.act_b(b)
 
 
+# Quantized layer -> the plain-ops twin the exporter maps to Q/DQ.
+_QDQ_TWINS: dict[type[nn.Module], type[nn.Module]] = {
+    QuantConv2d: _QDQConv2d, QuantConvTranspose2d: _QDQConvTranspose2d, QuantLinear: _QDQLinear, QuantAdd: _QDQAdd}
+
+
 def deployable_copy(model: nn.Module, graph: GraphSection) -> tuple[nn.Module, list[LayerInfo]]:
     """A copy of the frozen ``model`` whose quantized layers export as Q/DQ (see the module docstring).
 
@@ -153,39 +182,35 @@ def deployable_copy(model: nn.Module, graph: GraphSection) -> tuple[nn.Module, l
         QdukdError: a layer the target cannot run (bit width not in the profile, an unknown
             quantized module, a non-zero padding mode), named in the message.
     """
-    deploy = copy.deepcopy(model).eval()
+    deploy = collapse(copy.deepcopy(model)).eval()
     layers = []
     for name, module in list(deploy.named_modules()):
-        if not isinstance(module, (QuantConv2d, QuantLinear, QuantAdd)):
+        if type(module) not in _QDQ_TWINS:
             if any(isinstance(c, FakeQuantizer) for c in module.children()):
                 raise QdukdError(f"unsupported layer {name} ({type(module).__name__}): the exporter knows "
-                                 "QuantConv2d, QuantLinear and QuantAdd")
+                                 f"{', '.join(t.__name__ for t in _QDQ_TWINS)}")
             continue
         w_bits = getattr(module, "w_bits", None)
         if w_bits is not None and w_bits not in graph.weight_bits:
             raise QdukdError(f"unsupported layer {name}: {w_bits}-bit weights, this target takes "
                              f"{list(graph.weight_bits)} bits (for W2-W7 use --target tensorrt-lowbit or "
                              "onnxruntime-int8)")
-        if isinstance(module, QuantConv2d) and module.padding_mode != "zeros":
+        if getattr(module, "padding_mode", "zeros") != "zeros":
             raise QdukdError(f"unsupported layer {name}: padding_mode={module.padding_mode!r} (only zeros)")
         quantizers = module.input_quantizers
         acts = [_ActQDQ(q, graph.activations) for q in quantizers]
-        if isinstance(module, QuantAdd):
-            twin: nn.Module = _QDQAdd(*acts)
-        elif isinstance(module, QuantConv2d):
-            twin = _QDQConv2d(module, acts[0])
-        else:
-            twin = _QDQLinear(module, acts[0])
+        twin = _QDQAdd(*acts) if isinstance(module, QuantAdd) else _QDQ_TWINS[type(module)](module, acts[0])
         deploy.set_submodule(name, twin)
-        layers.append(LayerInfo(name, type(module).__name__.removeprefix("Quant").lower(), w_bits, module.a_bits,
+        layers.append(LayerInfo(name, KIND_OF_TWIN[type(module)], w_bits, module.a_bits,
                                 tuple((q.qmin, q.qmax) for q in quantizers),
                                 tuple(a.describe() for a in acts)))
     return deploy, layers
 
 
 def float_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with every fake quantizer off: the same network on its float weights."""
-    fp = copy.deepcopy(model).eval()
+    """A copy of ``model`` with every fake quantizer off: the same network on its float weights
+    (collapsed, when the model has ``collapse()``)."""
+    fp = collapse(copy.deepcopy(model)).eval()
     for m in fp.modules():
         if isinstance(m, FakeQuantizer):
             m.enabled = False
@@ -321,43 +346,84 @@ def _drop_redundant_clips(graph: onnx.GraphProto, container: bool) -> None:
     graph.node.extend(keep)
 
 
-def _quantize_before_depth_to_space(graph: onnx.GraphProto) -> None:
-    """Rewrite ``DepthToSpace -> [Clip] -> Q -> DQ`` as ``[Clip] -> Q -> DepthToSpace -> DQ``.
+# Ops that only move values: a per-tensor [Clip ->] Q after them may run on their inputs instead.
+_MOVERS = ("DepthToSpace", "Concat")
 
-    Exact: the clip and a per-tensor Q are elementwise and DepthToSpace only moves values. It
-    puts the Q right after the upsampler's conv, which ONNX Runtime then fuses into QLinearConv
-    (at x4 the two upsampler convs are most of EDSR's work), and shuffles 8-bit codes instead
-    of floats.
+
+def _quantize_before_moves(graph: onnx.GraphProto) -> None:
+    """Rewrite ``DepthToSpace / Concat -> [Clip] -> Q -> DQ`` as ``[Clip] -> Q -> DepthToSpace / Concat -> DQ``
+    (one Clip and Q per Concat input).
+
+    Exact: the clip and a per-tensor Q are elementwise and these ops only move values. It puts
+    a Q right after the convs that feed them, which ONNX Runtime then fuses into QLinearConv
+    (at x4 the two upsampler convs are most of EDSR's work; a concat's branches in IMDN or SPAN
+    blocks), and the op moves 8-bit codes instead of floats.
     """
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     outputs = {o.name for o in graph.output}
-    moves: dict[str, onnx.NodeProto] = {}  # Q's output -> the DepthToSpace to run after that Q
-    for d2s in graph.node:
-        if d2s.op_type != "DepthToSpace" or d2s.output[0] in outputs:
+    constants = {i.name for i in graph.initializer}
+    added = []
+    for mover in graph.node:
+        sources = list(mover.input) if mover.op_type == "Concat" else list(mover.input[:1])
+        if mover.op_type not in _MOVERS or mover.output[0] in outputs or any(s in constants for s in sources):
             continue
-        chain = [d2s]
+        chain = [mover]
         while len(users := consumers.get(chain[-1].output[0], [])) == 1 and users[0].op_type in ("Clip",
                                                                                                    "QuantizeLinear"):
             chain.append(users[0])
             if users[0].op_type == "QuantizeLinear":
                 break
         q = chain[-1]
-        if q.op_type != "QuantizeLinear" or chain[-2].output[0] in outputs or q.output[0] in outputs:
+        if q.op_type != "QuantizeLinear" or any(n.output[0] in outputs for n in chain[1:]):
             continue
-        chain[1].input[0] = d2s.input[0]
-        _rewire(graph, q.output[0], d2s.output[0])
-        d2s.input[0] = q.output[0]
-        moves[q.output[0]] = d2s
-    moved = {n.output[0] for n in moves.values()}
+        _rewire(graph, q.output[0], mover.output[0])  # the DQs now read the mover
+        for k, source in enumerate(sources):
+            # The first input takes the chain's own nodes; further Concat inputs get copies.
+            nodes = chain[1:] if k == 0 else [_renamed_copy(n, f"_in{k}") for n in chain[1:]]
+            if k:
+                added += nodes
+            nodes[0].input[0] = source
+            for a, b in zip(nodes, nodes[1:]):
+                b.input[0] = a.output[0]
+            mover.input[k] = nodes[-1].output[0]
+    graph.node.extend(added)
+    _topological_sort(graph)
+
+
+def _renamed_copy(node: onnx.NodeProto, suffix: str) -> onnx.NodeProto:
+    """A copy of ``node`` whose name and outputs carry ``suffix``."""
+    twin = onnx.NodeProto()
+    twin.CopyFrom(node)
+    twin.name += suffix
+    for i, name in enumerate(twin.output):
+        twin.output[i] = name + suffix
+    return twin
+
+
+def _topological_sort(graph: onnx.GraphProto) -> None:
+    """Order the nodes so each runs after the producers of its inputs (otherwise in their order)."""
+    nodes = list(graph.node)
+    producer = {o: i for i, n in enumerate(nodes) for o in n.output}
+    users: dict[int, list[int]] = {}
+    waiting = []
+    for i, node in enumerate(nodes):
+        sources = {producer[name] for name in node.input if name in producer}
+        waiting.append(len(sources))
+        for src in sources:
+            users.setdefault(src, []).append(i)
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
     order = []
-    for node in graph.node:
-        if node.output[0] not in moved:
-            order.append(node)
-            if node.output[0] in moves:
-                order.append(moves[node.output[0]])
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(nodes[i])
+        for j in users.get(i, []):
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                heapq.heappush(ready, j)
     del graph.node[:]
     graph.node.extend(order)
 
@@ -410,6 +476,27 @@ def _save_checked(model: onnx.ModelProto, path: Path) -> None:
         onnx.save(model, tmp)
 
 
+@symbolic_helper.parse_args("v", "is")
+def _tile_symbolic(g, x, dims):  # type: ignore[no-untyped-def]
+    """``torch.tile`` as one ONNX Tile: the built-in symbolic compares len(dims) with the rank at
+    run time (If nodes), though the rank is known when tracing."""
+    rank = x.type().dim()
+    if rank is None or len(dims) > rank:
+        raise QdukdError(f"torch.tile with {len(dims)} repeats on a tensor of rank {rank} cannot be exported: "
+                         "use Tensor.repeat with one repeat per dimension")
+    return g.op("Tile", x, g.op("Constant", value_t=torch.tensor([1] * (rank - len(dims)) + dims)))
+
+
+@contextmanager
+def _symbolics(opset: int) -> Iterator[None]:
+    """qdukd's symbolic overrides (:func:`_tile_symbolic`), registered for one export only."""
+    torch.onnx.register_custom_op_symbolic("aten::tile", _tile_symbolic, opset)
+    try:
+        yield
+    finally:
+        torch.onnx.unregister_custom_op_symbolic("aten::tile", opset)
+
+
 def export_onnx(module: torch.nn.Module, path: str | Path, opset: int, clip: str = "exact") -> None:
     """Export ``module`` (float NCHW in, float NCHW out) with dynamic N/H/W, then tidy the graph.
 
@@ -422,7 +509,7 @@ def export_onnx(module: torch.nn.Module, path: str | Path, opset: int, clip: str
     """
     buf = io.BytesIO()
     module.eval()
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), _symbolics(min(opset, TORCHSCRIPT_MAX_OPSET)):
         # The TorchScript exporter is deprecated but the only one that maps fake-quant ops with
         # dynamic H/W to Q/DQ; its deprecation and tracer warnings say nothing about this graph.
         warnings.simplefilter("ignore")
@@ -437,7 +524,7 @@ def export_onnx(module: torch.nn.Module, path: str | Path, opset: int, clip: str
     _fold_weight_quantizers(model.graph)
     _drop_multiply_by_one(model.graph)
     _drop_redundant_clips(model.graph, container=clip == "container")
-    _quantize_before_depth_to_space(model.graph)
+    _quantize_before_moves(model.graph)
     _drop_unused_initializers(model.graph)
     _short_tensor_names(model.graph)
     _set_opset(model, opset)

@@ -5,7 +5,8 @@ guide, "Explicit quantization"; onnx-tensorrt ``docs/operators.md`` of the 10.1 
 
 - QuantizeLinear / DequantizeLinear with zero point 0 and positive, constant scales;
 - INT8 (or INT4 / FP8) quantized tensors only: UINT8 exists only as a network input or output;
-- per-axis scales only on constant weights (axis 0 for a Conv weight), activations per-tensor;
+- per-axis scales only on constant weights (axis 0 for a Conv weight, axis 1 for a
+  ConvTranspose weight: the output channels), activations per-tensor;
 - ONNX opsets 9 to 20 and only the operators the parser imports.
 
 Every violation names the node, so a failing CI log points at the layer to fix.

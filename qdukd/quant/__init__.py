@@ -14,7 +14,7 @@ See docs/QUANTIZATION.md for the policy and how it maps onto TensorRT / ONNX Run
 
 from .calibrate import calibrate
 from .config import QuantConfig
-from .layers import QuantAdd, QuantConv2d, QuantLinear
+from .layers import QuantAdd, QuantConv2d, QuantConvTranspose2d, QuantLinear
 from .policy import LayerPlan, plan_layers, prepare_qat, quant_config
 from .quantizers import FakeQuantizer, dequantize, fake_quantize, grid, lsq_grad_scale, quantize
 from .ranges import choose_scale, max_scale, mse_scale, percentile_scale
@@ -23,7 +23,7 @@ from .state import activation_range_parameters, fake_quantizers, freeze, quant_s
 from .torch_ao import from_torch_ao
 
 __all__ = [
-    "FakeQuantizer", "LayerPlan", "QuantAdd", "QuantConfig", "QuantConv2d", "QuantLinear",
+    "FakeQuantizer", "LayerPlan", "QuantAdd", "QuantConfig", "QuantConv2d", "QuantConvTranspose2d", "QuantLinear",
     "activation_range_parameters", "calibrate", "choose_scale", "dequantize", "fake_quantize", "fake_quantizers",
     "find_roles", "freeze", "from_torch_ao", "grid", "lsq_grad_scale", "max_scale", "mse_scale", "percentile_scale",
     "plan_layers", "prepare_qat", "quant_config", "quant_state", "quantize", "quantized_layers", "restore_qat",

@@ -1,4 +1,4 @@
-"""Quantized twins of ``nn.Conv2d``, ``nn.Linear`` and ``models.common.Add``.
+"""Quantized twins of ``nn.Conv2d``, ``nn.ConvTranspose2d``, ``nn.Linear`` and ``models.common.Add``.
 
 A twin keeps the original's parameters (same objects, same names ``weight`` / ``bias``), so FP
 checkpoints load into it and an optimizer built earlier still holds them. Its quantizers add
@@ -42,8 +42,11 @@ class _Inputs:
 
 
 class _QuantWeighted(_Inputs):
-    """What QuantConv2d and QuantLinear share: a per-channel weight quantizer and an input quantizer."""
+    """What the weighted twins share: a per-channel weight quantizer and an input quantizer."""
 
+    # The weight's output-channel axis, where per-channel steps run: (out, in, ...) for conv and
+    # linear, (in, out / groups, kH, kW) for transposed convs.
+    WEIGHT_AXIS = 0
     weight: nn.Parameter
     bias: nn.Parameter | None
     weight_quant: FakeQuantizer
@@ -59,14 +62,14 @@ class _QuantWeighted(_Inputs):
         Args:
             module: the float layer (its parameters are shared, not copied).
             w_bits, a_bits: weight and input bits.
-            per_channel: one weight step per output channel (axis 0).
+            per_channel: one weight step per output channel (along ``WEIGHT_AXIS``).
             learnable: how the steps learn; "pact" applies to the input (weights use LSQ).
             act_signed: the input's grid until calibration decides.
         """
         twin = retype(module, cls)
-        weight, device = twin.weight, twin.weight.device
-        twin.weight_quant = FakeQuantizer(w_bits, True, weight.shape[0] if per_channel else None,
-                                          weight_learnable(learnable), device)
+        weight, device, axis = twin.weight, twin.weight.device, cls.WEIGHT_AXIS
+        twin.weight_quant = FakeQuantizer(w_bits, True, weight.shape[axis] if per_channel else None,
+                                          weight_learnable(learnable), device, axis)
         wq = twin.weight_quant
         wq.set_scale(max_scale(weight, wq.qmin, wq.qmax, wq.axis))
         twin.act_quant = FakeQuantizer(a_bits, act_signed, None, learnable, device)
@@ -87,13 +90,17 @@ class _QuantWeighted(_Inputs):
     INPUTS = ("act_quant",)
 
     def weight_scale(self) -> torch.Tensor:
-        """The positive weight step per output channel, shape ``(out,)`` (repeated if per tensor)."""
-        return self.weight_quant.effective_scale().detach().expand(self.weight.shape[0]).clone()
+        """The positive weight step per index of ``WEIGHT_AXIS``, shape ``(weight.shape[WEIGHT_AXIS],)``
+        (repeated if per tensor): per output channel, or for a grouped transposed conv per output
+        channel of a group (shared by the groups: ONNX per-axis scales run along one weight axis)."""
+        n = self.weight.shape[self.WEIGHT_AXIS]
+        return self.weight_quant.effective_scale().detach().expand(n).clone()
 
     def int_weight(self) -> torch.Tensor:
-        """The weight's int8 codes on its grid: ``weight_quant(weight) == int_weight() * weight_scale()``."""
+        """The weight's int8 codes on its grid: ``weight_quant(weight) == int_weight() * weight_scale()``
+        (scales along ``WEIGHT_AXIS``)."""
         wq = self.weight_quant
-        return quantize(self.weight.detach(), self.weight_scale(), wq.qmin, wq.qmax, axis=0).to(torch.int8)
+        return quantize(self.weight.detach(), self.weight_scale(), wq.qmin, wq.qmax, self.WEIGHT_AXIS).to(torch.int8)
 
     def act_scale(self) -> torch.Tensor:
         """The positive input step, a 0-d tensor."""
@@ -105,7 +112,9 @@ class _QuantWeighted(_Inputs):
         float conv bias after DQ inputs the same way). Straight-through gradient to the bias."""
         if self.bias is None or not self.quantize_bias or not self.act_quant.enabled:
             return self.bias
-        step = self.act_scale() * self.weight_scale()
+        w_step = self.weight_scale()
+        # Output channel o of a grouped transposed conv uses weight column o % (out / groups).
+        step = self.act_scale() * w_step.repeat(self.bias.numel() // w_step.numel())
         on_grid = torch.round(self.bias.detach() / step) * step
         return on_grid + (self.bias - self.bias.detach())
 
@@ -115,6 +124,19 @@ class QuantConv2d(_QuantWeighted, nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(self.act_quant(x), self.weight_quant(self.weight), self.effective_bias())
+
+
+class QuantConvTranspose2d(_QuantWeighted, nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` on a fake-quantized input with a weight fake-quantized per output
+    channel (axis 1 of its ``(in, out / groups, kH, kW)`` weight)."""
+
+    WEIGHT_AXIS = 1
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        output_padding = self._output_padding(x, output_size, self.stride, self.padding, self.kernel_size, 2,
+                                              self.dilation)
+        return F.conv_transpose2d(self.act_quant(x), self.weight_quant(self.weight), self.effective_bias(),
+                                  self.stride, self.padding, output_padding, self.groups, self.dilation)
 
 
 class QuantLinear(_QuantWeighted, nn.Linear):
@@ -165,7 +187,7 @@ class QuantAdd(_Inputs, Add):
         return self.act_quant_a(a) + self.act_quant_b(b)
 
 
-QUANT_LAYERS = (QuantConv2d, QuantLinear, QuantAdd)
+QUANT_LAYERS = (QuantConv2d, QuantConvTranspose2d, QuantLinear, QuantAdd)
 
 
 def quantized_layers(model: nn.Module) -> dict[str, nn.Module]:

@@ -162,17 +162,19 @@ class FakeQuantizer(nn.Module):
     Args:
         bits: 2..8.
         signed: the grid until :meth:`set_signed` changes it.
-        channels: number of steps along axis 0 (per-channel weights), or None for one step.
+        channels: number of steps along ``axis`` (per-channel weights), or None for one step.
         learnable: "lsq" (LSQ step gradient), "pact" (PACT clip gradient) or "none" (fixed).
         device: where the state lives.
+        axis: the per-channel axis (the output channels: 0 for conv / linear weights, 1 for
+            transposed-conv weights); unused when ``channels`` is None.
     """
 
     def __init__(self, bits: int, signed: bool = True, channels: int | None = None, learnable: Learnable = "lsq",
-                 device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None, axis: int = 0) -> None:
         super().__init__()
         self.bits = bits
         self.learnable = learnable
-        self.axis = None if channels is None else 0
+        self.axis = None if channels is None else axis
         self.enabled = True  # off: identity (calibration observes FP tensors this way)
         self.ready = False  # has a range (calibrated, set, or loaded from a state dict)
         init = torch.ones(() if channels is None else (channels,), device=device)

@@ -4,20 +4,25 @@ The rule (documented in docs/QUANTIZATION.md):
 
 - **head**: the first ``nn.Conv2d`` that runs;
 - **upscaling op**: the first call (PixelShuffle, interpolate, transposed conv, ...) that turns
-  a *feature map* into one at least twice as high and twice as wide. A feature map is a 4-D
-  tensor whose channel count differs from the network input's, so a bicubic skip of the
-  image itself is not it;
-- **tail**: every tracked layer that runs after the upscaling op, plus the conv whose output
-  that op takes directly (the conv that makes PixelShuffle's ``r^2 * C`` channels);
+  a *feature map* into one at least twice as high and twice as wide as both that map and the
+  network input. A feature map is a 4-D tensor whose channel count differs from the network
+  input's, so a bicubic skip of the image itself is not it; an attention branch that pools a
+  map and interpolates it back to the input's size (RLFN's ESA) is not it either;
+- **tail**: every tracked layer that runs after the upscaling op or is it (a transposed conv);
+  for a depth-to-space op (PixelShuffle: ``r^2 * C`` channels in, ``C`` out) also every tracked
+  layer from the *sub-pixel conv* on: the last conv before the shuffle that made a map of the
+  shuffle's input shape (EDSR's upsampler conv; in anchor nets such as ABPN, QuickSRNet and
+  SESR the last conv, whose output meets the repeated input in an add, then maybe a clip);
+  for an interpolation, the conv whose output it takes directly;
 - **body**: everything else that runs.
 
-Tracked layers are the modules of ``types`` (conv, linear, add). The pass runs in eval mode
-under ``no_grad`` on a small random input, so it is cheap and leaves no trace on the model.
+Tracked layers are the modules of ``types`` (conv, transposed conv, linear, add). The pass runs
+in eval mode under ``no_grad`` on a small random input, so it is cheap and leaves no trace on the model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -32,14 +37,23 @@ Role = Literal["head", "body", "tail"]
 PROBE_SIZE = 16
 
 
-class _UpscaleSpy(TorchFunctionMode):
-    """Remembers the input of the first call that enlarges a feature map 2x or more."""
+@dataclass(frozen=True)
+class _Upscale:
+    """The upscaling op's call: its time on the shared clock, its input and its output."""
 
-    def __init__(self, image_channels: int, clock: list[int]) -> None:
+    time: int
+    src: torch.Tensor
+    out: torch.Tensor
+
+
+class _UpscaleSpy(TorchFunctionMode):
+    """Remembers the first call that enlarges a feature map 2x or more, beyond twice the input's size."""
+
+    def __init__(self, image: torch.Tensor, clock: list[int]) -> None:
         super().__init__()
-        self.image_channels = image_channels
+        self.image_channels, self.image_size = image.shape[1], image.shape[-2:]
         self.clock = clock  # shared with the module hooks: a global execution order
-        self.found: tuple[int, torch.Tensor] | None = None
+        self.found: _Upscale | None = None
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         kwargs = kwargs or {}
@@ -49,11 +63,11 @@ class _UpscaleSpy(TorchFunctionMode):
             src = tensors[0] if tensors else None
             if (src is not None and src.dim() == 4 and src.shape[1] != self.image_channels
                     and out.shape[0] == src.shape[0]
-                    and out.shape[2] >= 2 * src.shape[2] and out.shape[3] >= 2 * src.shape[3]
+                    and all(out.shape[d] >= 2 * max(src.shape[d], self.image_size[d - 2]) for d in (2, 3))
                     # not a broadcast (gate * x): no operand already has the output's size
                     and all(t.shape[-2:] != out.shape[-2:] for t in tensors)):
                 self.clock[0] += 1
-                self.found = (self.clock[0], src)
+                self.found = _Upscale(self.clock[0], src, out)
         return out
 
 
@@ -89,7 +103,7 @@ def find_roles(model: nn.Module, types: tuple[type, ...], example_input: torch.T
         return record
 
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if type(m) in types]
-    spy = _UpscaleSpy(x.shape[1], clock)
+    spy = _UpscaleSpy(x, clock)
     was_training = model.training
     try:
         model.eval()
@@ -102,17 +116,30 @@ def find_roles(model: nn.Module, types: tuple[type, ...], example_input: torch.T
     return _classify(runs, spy.found)
 
 
-def _classify(runs: Iterable[tuple[int, str, nn.Module, Any]],
-              upscale: tuple[int, torch.Tensor] | None) -> dict[str, Role]:
-    """Roles from the (time, name, module, output) of each layer run and the upscaling op's (time, input)."""
+def _tail_start(runs: list[tuple[int, str, nn.Module, Any]], upscale: _Upscale) -> int:
+    """The time from which tracked layers are tail (see the module docstring)."""
+    src, out = upscale.src, upscale.out
+    if any(output is out for *_, output in runs):  # a transposed conv: the upsampler itself
+        return upscale.time
+    if out.shape[1] * (out.shape[2] // src.shape[2]) * (out.shape[3] // src.shape[3]) == src.shape[1]:
+        subpixel = [t for t, _, m, output in runs if t < upscale.time and isinstance(m, nn.Conv2d)
+                    and isinstance(output, torch.Tensor) and output.shape == src.shape]
+        if subpixel:
+            return max(subpixel)
+    return min((t for t, _, m, output in runs if isinstance(m, nn.Conv2d) and output is src), default=upscale.time + 1)
+
+
+def _classify(runs: list[tuple[int, str, nn.Module, Any]], upscale: _Upscale | None) -> dict[str, Role]:
+    """Roles from the (time, name, module, output) of each layer run and the upscaling op's call."""
     roles: dict[str, Role] = {}
     head_done = False
-    for time, name, module, output in runs:
+    tail_start = None if upscale is None else _tail_start(runs, upscale)
+    for time, name, module, _ in runs:
         if name in roles:  # a module called twice keeps the role of its first call
             continue
         if not head_done and isinstance(module, nn.Conv2d):
             roles[name], head_done = "head", True
-        elif upscale is not None and (time > upscale[0] or (isinstance(module, nn.Conv2d) and output is upscale[1])):
+        elif tail_start is not None and time >= tail_start:
             roles[name] = "tail"
         else:
             roles[name] = "body"

@@ -15,7 +15,7 @@ from torch import nn
 from ..errors import QdukdError
 from .config import QuantConfig
 from .layers import quantized_layers
-from .policy import CONFIG_ATTR, KINDS, TWINS, quant_config, swap_layer
+from .policy import CONFIG_ATTR, KIND_OF_TWIN, KINDS, TWINS, collapse, quant_config, swap_layer
 from .quantizers import FakeQuantizer
 from .sharing import apply_shared_inputs, shared_inputs
 
@@ -23,7 +23,6 @@ __all__ = ["activation_range_parameters", "fake_quantizers", "freeze", "quant_st
            "restore_qat"]
 
 FORMAT, VERSION = "qdukd-quant", 1
-_KIND_OF_TWIN = {twin: kind for kind, twin in TWINS.items()}
 
 
 def fake_quantizers(model: nn.Module) -> list[FakeQuantizer]:
@@ -58,7 +57,7 @@ def quant_state(model: nn.Module) -> dict[str, Any]:
     cfg = quant_config(model)
     layers = {}
     for name, layer in quantized_layers(model).items():
-        layers[name] = {"kind": _KIND_OF_TWIN[type(layer)],
+        layers[name] = {"kind": KIND_OF_TWIN[type(layer)],
                         "w_bits": getattr(layer, "w_bits", None),
                         "a_bits": layer.a_bits,
                         "act_signed": [q.is_signed for q in layer.input_quantizers]}
@@ -72,9 +71,10 @@ def restore_qat(model: nn.Module, state: dict[str, Any]) -> nn.Module:
     """Re-prepare a float ``model`` as :func:`quant_state` describes, in place; return it.
 
     No probe pass and no calibration: load the QAT ``state_dict`` next (``strict=True`` works).
+    A model with ``collapse()`` is collapsed first, as :func:`~qdukd.quant.prepare_qat` did.
 
     Args:
-        model: a float network of the architecture the state was saved from.
+        model: a float network of the architecture the state was saved from (expanded or collapsed).
         state: a dict from :func:`quant_state` (e.g. a checkpoint's ``"quant"`` entry).
 
     Raises:
@@ -87,6 +87,7 @@ def restore_qat(model: nn.Module, state: dict[str, Any]) -> nn.Module:
     if getattr(model, CONFIG_ATTR, None) is not None:
         raise QdukdError(f"{type(model).__name__} is already prepared for QAT; restore_qat needs a float model")
     cfg = QuantConfig.from_saved(state["config"])
+    collapse(model)
     for name, layer in state["layers"].items():
         if layer["kind"] not in TWINS:
             raise QdukdError(f"quant state layer {name!r} has unknown kind {layer['kind']!r} "
