@@ -80,15 +80,17 @@ def is_checkpoint(path: str | Path) -> bool:
     return isinstance(obj, dict) and obj.get("format") == FORMAT
 
 
-def student_from_checkpoint(ckpt: dict[str, Any], use_ema: bool = True) -> nn.Module:
+def student_from_checkpoint(ckpt: dict[str, Any], use_ema: bool = True, trust_code: bool = False) -> nn.Module:
     """Rebuild the trained student (quantized if it was) from a checkpoint alone.
 
     Args:
         ckpt: a dict from :func:`load_checkpoint`.
         use_ema: take the EMA weights when the checkpoint has them.
+        trust_code: allow a student named by import path or plugin (code outside qdukd) to be
+            imported; without it such a checkpoint is refused before anything is imported.
     """
     student_cfg, scale = ckpt["recipe"]["student"], ckpt["recipe"]["data"]["scale"]
-    model = build_model(student_cfg["model"], scale, **student_cfg["args"])
+    model = build_model(student_cfg["model"], scale, trust_code=trust_code, **student_cfg["args"])
     if ckpt.get("quant") is not None:
         restore_qat(model, ckpt["quant"])
     weights = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["student"]

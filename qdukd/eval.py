@@ -21,6 +21,7 @@ from .data import TrainPatches, calibration_batches
 from .errors import QdukdError
 from .metrics import CONVENTIONS
 from .models import MODELS, build_model, load_weights
+from .models.custom import TRUST_FLAG
 from .quant import QuantConfig, calibrate, prepare_qat
 from .quant.policy import CONFIG_ATTR
 from .scoring import format_table, score_set, torch_sr_function
@@ -28,7 +29,8 @@ from .scoring import format_table, score_set, torch_sr_function
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m qdukd.eval", description=__doc__.splitlines()[0])
-    p.add_argument("--model", choices=sorted(MODELS), help="architecture (not needed for a qdukd checkpoint)")
+    p.add_argument("--model", metavar="NAME", help=f"architecture: {', '.join(sorted(MODELS))}, a plugin's name or "
+                   "package.module:Class (not needed for a qdukd checkpoint)")
     p.add_argument("--scale", type=int, choices=(2, 3, 4), help="SR scale (not needed for a qdukd checkpoint)")
     p.add_argument("--weights", help="a qdukd training checkpoint, or a state_dict / BasicSR file for --model")
     p.add_argument("--arch", nargs="*", default=[], metavar="KEY=VALUE",
@@ -43,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibrate", nargs="+", metavar="DIR", help="images whose LR patches set the --quant ranges")
     p.add_argument("--calib-batches", type=int, default=8, help="calibration batches of 8 patches (48 px LR)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument(TRUST_FLAG, action="store_true",
+                   help="allow a model whose code lives outside qdukd (import path or plugin); this imports and "
+                        "runs that code: use only for code and checkpoints you trust")
     return p
 
 
@@ -53,10 +58,10 @@ def _load_model(args: argparse.Namespace) -> tuple[str, int, nn.Module]:
         scale = ckpt["recipe"]["data"]["scale"]
         if args.scale not in (None, scale):
             raise QdukdError(f"{args.weights} is a x{scale} model, not x{args.scale}: drop --scale or fix it")
-        return ckpt["recipe"]["student"]["model"], scale, student_from_checkpoint(ckpt)
+        return ckpt["recipe"]["student"]["model"], scale, student_from_checkpoint(ckpt, trust_code=args.trust_model_code)
     if not args.model or not args.scale:
         raise QdukdError("--model and --scale are required unless --weights is a qdukd training checkpoint")
-    model = build_model(args.model, args.scale, **parse_kv(args.arch, "--arch"))
+    model = build_model(args.model, args.scale, trust_code=args.trust_model_code, **parse_kv(args.arch, "--arch"))
     if args.weights:
         load_weights(model, args.weights)
     return args.model, args.scale, model

@@ -20,18 +20,23 @@ import torch.distributed as dist
 from .cli import EXIT_OK, run
 from .recipe import load_recipe
 from .models import build_model
+from .models.custom import TRUST_FLAG
 from .scoring import SetScore
 from .trainer import Trainer
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m qdukd.train", description=__doc__.splitlines()[0])
-    p.add_argument("recipe", help="a TOML recipe, e.g. recipes/demo.toml")
+    p.add_argument("recipe", help="a recipe file, or a shipped recipe's name (demo, cpu/w4a4, ...); an existing "
+                                  "file wins")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. train.iters=1000")
     p.add_argument("--out", required=True, help="run folder: checkpoints DIR/step_*.pt and DIR/last.pt, log.csv")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out (same recipe; iterations, logging and validation may change); "
                         "with no checkpoint there, start a new run")
+    p.add_argument(TRUST_FLAG, action="store_true",
+                   help="allow student/teacher models named by import path or plugin (code outside qdukd); this "
+                        "imports and runs that code: use only for recipes and code you trust")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     return p
 
@@ -63,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if recipe.train.device.startswith("cuda") else "gloo")
         try:
-            trainer = Trainer(recipe, args.out, resume=args.resume, progress=not args.no_progress)
+            trainer = Trainer(recipe, args.out, resume=args.resume, progress=not args.no_progress,
+                              trust_code=args.trust_model_code)
             if args.resume and trainer.resumed_from is None and trainer.dist.main:
                 print(f"no checkpoint in {args.out}: starting a new run", file=sys.stderr)
             scores = trainer.fit()

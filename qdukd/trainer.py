@@ -13,7 +13,7 @@ import math
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,10 @@ from .data import TrainPatches, calibration_batches
 from .distill import TARGET_KEYS, Teacher, dukd_aux_terms, standard_terms
 from .distill.target_cache import teacher_key, teacher_outputs
 from .errors import QdukdError
-from .models import build_model, load_weights, model_config
+from .models import build_model, load_weights
+from .models.custom import expose_adds
 from .quant import activation_range_parameters, calibrate, prepare_qat, quant_state
-from .recipe import Recipe, check_device, resolve_path
+from .recipe import Recipe, StudentSection, check_device, resolve_path
 from .run_folder import RunFolder
 from .scoring import SetScore, check_set, score_set, torch_sr_function
 
@@ -102,14 +103,28 @@ class Trainer:
         resume: continue from the newest checkpoint in ``out_dir``; with none there, start a
             new run (``resumed_from`` is then None).
         progress: show a progress bar (rank 0 only).
+        student: an ``nn.Module`` to train instead of building ``student.model``. Its class must
+            be importable (not defined in ``__main__``) and rebuildable from its ``config`` dict or
+            ``student.args``: the checkpoint names it by import path, so eval/export/upscale
+            rebuild it (with the trust opt-in).
+        teacher: an ``nn.Module`` (with its weights) instead of ``teacher.model`` /
+            ``teacher.weights``.
+        trust_code: allow models the recipe names by import path or plugin (code outside qdukd).
 
     Raises:
         QdukdError: bad recipe values or data, a folder holding another run (or one whose
             recipe differs, on resume), a folder in use by another process.
     """
 
-    def __init__(self, recipe: Recipe, out_dir: str | Path, resume: bool = False, progress: bool = True) -> None:
+    def __init__(self, recipe: Recipe, out_dir: str | Path, resume: bool = False, progress: bool = True, *,
+                 student: nn.Module | None = None, teacher: nn.Module | None = None,
+                 trust_code: bool = False) -> None:
+        if student is not None:
+            recipe = replace(recipe, student=_student_section(student, recipe))
+            trust_code = True  # the caller handed us this code
         self.recipe, self.out = recipe.check(), Path(out_dir)
+        self.trust_code = trust_code
+        self._objects = {"student": student, "teacher": teacher}
         self.dist = Distributed.from_env()
         self.progress = progress and self.dist.main
         self.folder = RunFolder(self.out)
@@ -132,7 +147,7 @@ class Trainer:
             check_set(resolve_path(s), r.data.scale)
         if r.data.batch % self.dist.world:
             raise QdukdError(f"data.batch={r.data.batch} must divide by the {self.dist.world} processes")
-        if r.dukd.mode != "gt" and not r.teacher.model:
+        if r.dukd.mode != "gt" and not r.teacher.model and self._objects["teacher"] is None:
             raise QdukdError(f"dukd.mode={r.dukd.mode!r} needs a teacher: set teacher.model and teacher.weights")
         if r.train.threads:
             torch.set_num_threads(r.train.threads)
@@ -142,7 +157,7 @@ class Trainer:
                                  seed=r.train.seed, augment=r.data.augment, progress=self.progress)
         self.teacher = self._build_teacher()
         self._cache_teacher_targets()
-        self.student = build_model(r.student.model, r.data.scale, **r.student.args).to(self.device)
+        self.student = self._build_student().to(self.device)
         if r.student.init:
             self._load_init(resolve_path(r.student.init))
         self._check_patch()
@@ -168,11 +183,30 @@ class Trainer:
         self.folder.release()
 
     # -- construction -------------------------------------------------------------------------
+    def _build_student(self) -> nn.Module:
+        r, given = self.recipe, self._objects["student"]
+        built = build_model(r.student.model, r.data.scale, trust_code=self.trust_code, **r.student.args)
+        if given is None:
+            return built
+        # The object trains; the rebuilt twin proves eval/export can rebuild it from the checkpoint.
+        given = expose_adds(given, r.student.model)
+        ours, theirs = built.state_dict(), given.state_dict()
+        if {k: v.shape for k, v in ours.items()} != {k: v.shape for k, v in theirs.items()}:
+            raise QdukdError(f"the student object does not match {r.student.model}({r.student.args}) rebuilt from "
+                             "its arguments: give it a 'config' dict of its constructor arguments, or set "
+                             "student.args")
+        return given
+
     def _build_teacher(self) -> Teacher | None:
-        t = self.recipe.teacher
-        if self.recipe.dukd.mode == "gt" or not t.model:
+        t, given = self.recipe.teacher, self._objects["teacher"]
+        if self.recipe.dukd.mode == "gt" or not (t.model or given is not None):
             return None
-        net = build_model(t.model, self.recipe.data.scale, **t.args)
+        if given is not None:
+            if t.cache_dir:
+                raise QdukdError("teacher.cache_dir keys cached outputs by the teacher's weights file: name the "
+                                 "teacher in the recipe (teacher.model, teacher.weights) or leave cache_dir empty")
+            return Teacher(given.to(self.device))
+        net = build_model(t.model, self.recipe.data.scale, trust_code=self.trust_code, **t.args)
         if not t.weights:
             raise QdukdError("teacher.weights is empty: a teacher needs its pretrained weights")
         load_weights(net, resolve_path(t.weights))
@@ -249,7 +283,8 @@ class Trainer:
     def state(self) -> dict[str, Any]:
         return {
             "recipe": self.recipe.to_dict(),
-            "model": model_config(self.student),
+            "model": {"name": self.recipe.student.model,
+                      "kwargs": {"scale": self.recipe.data.scale, **self.recipe.student.args}},
             "student": self.student.state_dict(),
             "quant": quant_state(self.student) if self.recipe.quant is not None else None,
             "ema": self.ema.state if self.ema else None,
@@ -413,6 +448,20 @@ class Trainer:
     def _request_stop(self, signum: int, frame: Any) -> None:
         # The step in flight finishes first; the notice after saving names the step saved.
         self._stop_signal = signum
+
+
+def _student_section(student: nn.Module, recipe: Recipe) -> StudentSection:
+    """The recipe's student section for a student given as an object: its class by import path."""
+    cls = type(student)
+    if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
+        raise QdukdError(f"the student's class {cls.__qualname__} is defined in a script or function; define it in "
+                         "an importable module so a checkpoint can name it (docs/CUSTOM_MODELS.md)")
+    scale = getattr(student, "scale", recipe.data.scale)
+    if scale != recipe.data.scale:
+        raise QdukdError(f"the student is x{scale}, the recipe's data.scale is {recipe.data.scale}")
+    config = getattr(student, "config", None)
+    args = {k: v for k, v in config.items() if k != "scale"} if isinstance(config, dict) else dict(recipe.student.args)
+    return StudentSection(model=f"{cls.__module__}:{cls.__qualname__}", args=args, init=recipe.student.init)
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from collections import Counter
 from pathlib import Path
 
 from ..cli import EXIT_FAILED, EXIT_OK, run
 from ..data import set_name
+from ..models.custom import TRUST_FLAG
 from ..errors import QdukdError
 from ..recipe import DEMO_DATA
 from .pipeline import export_checkpoint
@@ -44,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-gain-over-bicubic", type=float, default=0.0, metavar="DB",
                    help="quality floor: the PyTorch student must beat bicubic by this many dB PSNR_Y on every "
                         "verify set (default 0; negative only for a student meant to be worse than bicubic)")
+    p.add_argument(TRUST_FLAG, action="store_true",
+                   help="rebuild a student whose code lives outside qdukd (an import path or plugin the checkpoint "
+                        "names); this imports and runs that code: use only for checkpoints you trust")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -67,8 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         if twice is not None:
             raise QdukdError(f"two --verify-data folders are both named {twice!r}; the report keys sets by name")
         result = export_checkpoint(args.checkpoint, args.out, profile, sets, progress=not args.no_progress,
-                                   min_gain_db=args.min_gain_over_bicubic)
+                                   min_gain_db=args.min_gain_over_bicubic, trust_code=args.trust_model_code)
         print(format_report(result.report))
+        if result.float_ops:
+            counts = Counter(op["op"] for op in result.float_ops)
+            print(f"float on ONNX Runtime CPU: {len(result.float_ops)} node(s): "
+                  f"{', '.join(f'{op} x{n}' for op, n in counts.most_common())} (report.json names each, and why)")
         print(f"wrote {args.out}: {', '.join(result.files)}, triton/")
         return EXIT_OK if result.report.passed else EXIT_FAILED
 

@@ -30,6 +30,7 @@ from ..errors import QdukdError
 from ..quant import freeze
 from ..scoring import torch_sr_function
 from . import onnx_export, tensorrt_engine, triton
+from .float_ops import float_ops
 from .profiles import ExportProfile
 from .runtime import backend_function, session_config
 from .trt_rules import check_tensorrt
@@ -46,6 +47,7 @@ class ExportResult:
     report: GateReport
     engine_status: str  # "built" or "skipped: <reason>"
     files: list[str]
+    float_ops: list[dict[str, str]]  # nodes ONNX Runtime CPU leaves float (see float_ops.float_ops)
 
 
 def sha256(path: Path) -> str:
@@ -135,7 +137,7 @@ def _engine(staging: Path, out: Path, profile: ExportProfile) -> str:
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, profile: ExportProfile, verify_sets: list[Path],
                       log: Callable[[str], None] = print, progress: bool = True,
-                      min_gain_db: float = 0.0) -> ExportResult:
+                      min_gain_db: float = 0.0, trust_code: bool = False) -> ExportResult:
     """Export a training checkpoint for ``profile`` and gate it on ``verify_sets``.
 
     Args:
@@ -147,6 +149,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, profile: ExportPr
         progress: show progress bars while scoring.
         min_gain_db: the gate's quality floor: the PyTorch student's PSNR_Y minus bicubic's, on
             every verify set.
+        trust_code: allow rebuilding a student whose code lives outside qdukd (import path or
+            plugin); see :func:`qdukd.checkpoint.student_from_checkpoint`.
 
     Raises:
         QdukdError: bad checkpoint, a layer the target cannot run, a graph TensorRT cannot import.
@@ -154,7 +158,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, profile: ExportPr
     checkpoint, out = Path(checkpoint), Path(out)
     _prepare_out(out)
     ckpt = load_checkpoint(checkpoint)
-    model = freeze(student_from_checkpoint(ckpt))
+    model = freeze(student_from_checkpoint(ckpt, trust_code=trust_code))
     scale, student = ckpt["recipe"]["data"]["scale"], ckpt["recipe"]["student"]
     deploy, layers = onnx_export.deployable_copy(model, profile.graph)
 
@@ -175,9 +179,11 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, profile: ExportPr
         backends = {name: partial(backend_function, name, staging, profile) for name in profile.verify.backends}
         report = run_gate(torch_sr_function(model), backends, verify_sets, scale, profile.verify.max_psnr_drop,
                           profile.verify.convention, progress, min_gain_db)
+        floats = float_ops(staging / "model.onnx", session_config(profile.onnxruntime))
         report_dict = {**report.to_dict(), "profile": profile.name, "verify_sets": [str(s) for s in verify_sets],
                        "tensorrt_engine": engine_status,
-                       "tensorrt_rules": [str(v) for v in violations]}
+                       "tensorrt_rules": [str(v) for v in violations],
+                       "onnxruntime_float_ops": floats}
         write_json(staging / "report.json", report_dict)
 
         model_files = {"onnxruntime": staging / "model.onnx"}
@@ -208,4 +214,4 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, profile: ExportPr
         _move_into_place(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return ExportResult(report, engine_status, files + ["manifest.json"])
+    return ExportResult(report, engine_status, files + ["manifest.json"], floats)

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..errors import QdukdError
 from ..torchfile import check_finite, read_torch_file
+from . import custom
 from .abpn import ABPN
 from .bicubic import Bicubic
 from .edsr import EDSR
@@ -66,30 +67,50 @@ def _check_type(model: str, arg: str, value: Any, hint: Any) -> None:
         raise QdukdError(f"argument {arg!r} of model {model!r} must be {want}, got {value!r}")
 
 
-def build_model(name: str, scale: int, **kwargs: Any) -> nn.Module:
-    """Build a registry model.
+def build_model(name: str, scale: int, trust_code: bool = False, **kwargs: Any) -> nn.Module:
+    """Build a zoo model, a plugin's model or a class named by import path.
 
     ``build_model(cfg["name"], **cfg["kwargs"])`` rebuilds a model from :func:`model_config`.
 
     Args:
-        name: registry name, one of :data:`MODELS`.
-        scale: upscaling factor (2, 3 or 4).
+        name: a registry name (one of :data:`MODELS`), a ``qdukd.models`` entry-point name, or
+            ``"package.module:Class"`` (see :mod:`qdukd.models.custom`).
+        scale: upscaling factor (2, 3 or 4 for the zoo).
+        trust_code: allow importing the code a plugin name or import path names.
         **kwargs: the architecture's constructor arguments (see each class); omitted ones keep
             the paper's defaults.
 
     Raises:
-        QdukdError: unknown name, unknown or mistyped argument, unsupported scale.
+        QdukdError: unknown name, foreign code without ``trust_code``, not an ``nn.Module``,
+            unknown or mistyped argument, unsupported scale, a model breaking the conventions.
     """
-    if name not in MODELS:
-        raise QdukdError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}")
-    cls = MODELS[name]
-    valid = [p for p in inspect.signature(cls).parameters if p != "scale"]
-    hints = typing.get_type_hints(cls.__init__)
+    foreign = name not in MODELS
+    if foreign and not custom.is_foreign(name):
+        raise QdukdError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}, a name registered "
+                         f"under the '{custom.ENTRY_POINT_GROUP}' entry points, or 'package.module:Class'")
+    cls = custom.resolve_class(name, trust_code) if foreign else MODELS[name]
+    params = inspect.signature(cls).parameters
+    if "scale" not in params:
+        raise QdukdError(f"model {name!r} must take its upscaling factor as a 'scale' constructor argument")
+    valid = [p for p in params if p != "scale"]
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # a user's class with unresolvable annotations: no type checks
+        hints = {}
     for arg, value in kwargs.items():
         if arg not in valid:
             raise QdukdError(f"unknown argument {arg!r} for model {name!r}; valid arguments: {', '.join(valid)}")
-        _check_type(name, arg, value, hints[arg])
-    return cls(scale=scale, **kwargs)
+        if arg in hints:
+            _check_type(name, arg, value, hints[arg])
+    if not foreign:
+        return cls(scale=scale, **kwargs)
+    try:
+        model = cls(scale=scale, **kwargs)
+    except Exception as e:
+        raise QdukdError(f"model {name!r} failed to build with {kwargs} at x{scale}: {type(e).__name__}: {e}") from None
+    model.scale = scale
+    custom.check_conventions(model, name, scale)
+    return custom.expose_adds(model, name)
 
 
 def _registry_name(model: nn.Module) -> str | None:
