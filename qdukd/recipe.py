@@ -151,6 +151,8 @@ class Recipe:
             ("dukd.p", 0 <= k.p <= 1, "must be a probability in [0, 1]"),
             ("dukd.w_pix", k.w_pix >= 0, "must be >= 0"),
             ("dukd.w_kd", k.w_kd >= 0, "must be >= 0"),
+            ("dukd.w_zoom_in", k.w_zoom_in >= 0, "must be >= 0"),
+            ("dukd.w_zoom_out", k.w_zoom_out >= 0, "must be >= 0"),
             ("dukd.n_zoom_in", k.n_zoom_in >= 0, "must be >= 0 (0 = the reference's count)"),
         ]
         for key, ok, must in rules:

@@ -335,6 +335,22 @@ def test_one_step_equals_the_two_step_halves():
     assert torch.allclose(both["total"], std["total"] + aux["total"], rtol=1e-5)
 
 
+def test_zoom_weights_scale_only_their_own_terms():
+    student, teacher = tiny_sr(2, seed=2), Teacher(tiny_sr(2, seed=1))
+    lr, hr = data(scale=2)
+    base = DukdConfig(w_pix=1.5, w_kd=0.7)
+    terms = dukd_aux_terms(student, teacher, lr, hr, 2, base, gen(5))
+    dosed = dukd_aux_terms(student, teacher, lr, hr, 2, DukdConfig(w_pix=1.5, w_kd=0.7, w_zoom_in=2.0,
+                                                                   w_zoom_out=0.25), gen(5))
+    # The terms themselves are unweighted and equal; only the total moves, by hand-computed factors.
+    assert all(torch.equal(terms[k], dosed[k]) for k in terms if k != "total")
+    want = (2.0 * 0.7 * terms["zoom_in_kd"] + 0.25 * 1.5 * terms["zoom_out_pix"]
+            + 0.25 * 0.7 * terms["zoom_out_kd"])
+    assert torch.allclose(dosed["total"], want, rtol=1e-6)
+    std = standard_terms(student, teacher, lr, hr, DukdConfig(w_pix=1.5, w_kd=0.7, w_zoom_in=9.0, w_zoom_out=9.0))
+    assert torch.allclose(std["total"], 1.5 * std["pix"] + 0.7 * std["kd"], rtol=1e-6)
+
+
 def test_teacher_calls_are_batched_and_cached_targets_replace_them():
     scale = 2
     student, teacher = tiny_sr(scale, seed=2), Counting(Teacher(tiny_sr(scale, seed=1)))

@@ -9,7 +9,7 @@ For an LR batch ``x`` with HR ``y`` at scale ``s``, student ``S`` and frozen tea
   ``s``: the LR patch is the ground truth.
 
 Terms are reported unweighted; ``total`` weights ``*_pix`` terms by ``w_pix`` and ``*kd`` terms by
-``w_kd``. Modes: ``"gt"`` = pix only (no teacher needed), ``"kd"`` = pix + kd, ``"dukd"`` = all.
+``w_kd``, times ``w_zoom_in`` / ``w_zoom_out`` for the upcycled terms. Modes: ``"gt"`` = pix only (no teacher needed), ``"kd"`` = pix + kd, ``"dukd"`` = all.
 The reference code backpropagates the standard and the auxiliary terms in two optimizer steps;
 :func:`standard_terms` and :func:`dukd_aux_terms` give the two halves, :func:`compute_losses`
 everything at once.
@@ -47,6 +47,9 @@ class DukdConfig:
         mode: ``"gt"`` (pix), ``"kd"`` (pix + kd) or ``"dukd"`` (plus zoom-in and zoom-out).
         w_pix: Weight of the ground-truth terms (``pix``, ``zoom_out_pix``).
         w_kd: Weight of the teacher terms (``kd``, ``zoom_in_kd``, ``zoom_out_kd``).
+        w_zoom_in: Extra factor on the zoom-in term (on top of ``w_kd``), so the dose of one
+            upcycled input can be set without touching the main pix / kd weights.
+        w_zoom_out: Extra factor on both zoom-out terms (on top of ``w_pix`` / ``w_kd``).
         p: Probability of each label-consistency augmentation, per zoom-in tile.
         n_zoom_in: Zoom-in tiles per sample; 0 = the reference's 2 / 1 / 1 for x2 / x3 / x4.
         zoom_out: Include the zoom-out terms.
@@ -61,6 +64,8 @@ class DukdConfig:
     mode: Literal["gt", "kd", "dukd"] = "dukd"
     w_pix: float = 1.0
     w_kd: float = 1.0
+    w_zoom_in: float = 1.0
+    w_zoom_out: float = 1.0
     p: float = 0.3
     n_zoom_in: int = 0
     zoom_out: bool = True
@@ -93,8 +98,14 @@ def _target(targets: dict[str, Tensor], name: str, teacher: Net | None, x: Tenso
     return targets[name].to(x.dtype) if name in targets else _teach(teacher, x)
 
 
+def _weight(name: str, cfg: DukdConfig) -> float:
+    base = cfg.w_pix if name.endswith("pix") else cfg.w_kd
+    upcycled = {"zoom_in": cfg.w_zoom_in, "zoom_out": cfg.w_zoom_out}.get(name.rsplit("_", 1)[0], 1.0)
+    return base * upcycled
+
+
 def _with_total(terms: dict[str, Tensor], cfg: DukdConfig) -> dict[str, Tensor]:
-    total = sum(v * (cfg.w_pix if name.endswith("pix") else cfg.w_kd) for name, v in terms.items())
+    total = sum(v * _weight(name, cfg) for name, v in terms.items())
     return {**terms, "total": total}
 
 
