@@ -28,17 +28,36 @@ class ImagePair:
     lr_path: Path | None
 
 
+def read_set_file(path: Path) -> list[Path]:
+    """The HR images a set file lists: one path per line, relative to the file; ``#`` comments.
+
+    Raises:
+        QdukdError: the file is empty, or lists an image that does not exist.
+    """
+    lines = [line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    files = [(path.parent / line).resolve() for line in lines if line]
+    if not files:
+        raise QdukdError(f"set file {path} lists no images (one image path per line, relative to the file)")
+    missing = next((f for f in files if not f.is_file()), None)
+    if missing is not None:
+        raise QdukdError(f"set file {path} lists {missing}, which does not exist")
+    return files
+
+
 def find_pairs(root: str | Path, scale: int) -> list[ImagePair]:
-    """List the images of a set (HR folder or BasicSR layout).
+    """List the images of a set: an HR folder, a BasicSR layout, or a set file (``.txt``).
 
     Args:
-        root: an HR folder, or a folder with ``HR/`` (and optionally ``LR_bicubic/X{scale}/``).
+        root: an HR folder, a folder with ``HR/`` (and optionally ``LR_bicubic/X{scale}/``), or a
+            ``.txt`` file listing HR images (see :func:`read_set_file`; LR made by MATLAB bicubic).
         scale: SR scale; selects the LR subfolder.
 
     Raises:
         QdukdError: missing or empty folder, or an LR folder that lacks some images.
     """
     root = Path(root)
+    if root.is_file() and root.suffix == ".txt":
+        return [ImagePair(f.stem, f, None) for f in read_set_file(root)]
     if not root.is_dir():
         raise QdukdError(f"data folder {root} is a file; pass a folder of images" if root.exists()
                          else f"data folder not found: {root}")
@@ -79,9 +98,10 @@ def load_pair(pair: ImagePair, scale: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def set_name(root: str | Path) -> str:
-    """A set's display name: its folder name (the parent's, for a bare ``HR/`` folder)."""
+    """A set's display name: its folder name (the parent's, for a bare ``HR/`` folder; the stem of
+    a set file)."""
     root = Path(root).resolve()
-    return root.parent.name if root.name == "HR" else root.name
+    return root.parent.name if root.name == "HR" else root.stem if root.suffix == ".txt" else root.name
 
 
 def load_set(root: str | Path, scale: int, progress: bool = False) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -144,17 +164,26 @@ class TrainPatches(Dataset):
     across processes, draws exactly the patches an uninterrupted run would.
 
     Args:
-        roots: HR folders or BasicSR-layout sets.
+        roots: HR folders, BasicSR-layout sets or set files.
         scale: SR scale.
         patch: LR patch size in pixels.
         seed: seed of the patch stream.
         augment: random flips / transposes.
         progress: show a progress bar while loading.
+        holdout: sets whose images are never trained on (a validation split of ``roots``).
     """
 
     def __init__(self, roots: list[str | Path], scale: int, patch: int, seed: int = 0,
-                 augment: bool = True, progress: bool = True) -> None:
+                 augment: bool = True, progress: bool = True, holdout: list[str | Path] = ()) -> None:
         pairs = [p for root in roots for p in find_pairs(root, scale)]
+        held = {p.hr_path.resolve() for root in holdout for p in find_pairs(root, scale)}
+        stray = held - {p.hr_path.resolve() for p in pairs}
+        if stray:
+            raise QdukdError(f"data.holdout lists {sorted(stray)[0]}, which is not among the training images: "
+                             "a holdout is a part of data.train")
+        pairs = [p for p in pairs if p.hr_path.resolve() not in held]
+        if not pairs:
+            raise QdukdError("data.holdout holds out every training image")
         self.scale, self.patch, self.seed, self.augment = scale, patch, seed, augment
         self.names: list[str] = []
         self.lrs: list[np.ndarray] = []

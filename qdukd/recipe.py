@@ -33,6 +33,9 @@ class DataSection:
     """Training data: HR folders or BasicSR-layout sets, cut into random patches."""
 
     train: tuple[str, ...] = ("demo:train",)
+    # Sets (folders or .txt set files) of training images never trained on: a validation split
+    # to choose settings on, listed in eval.sets too (Set5/Set14 are test sets, reported only).
+    holdout: tuple[str, ...] = ()
     scale: int = 4
     patch: int = 48  # LR patch size
     batch: int = 16

@@ -154,6 +154,7 @@ class Trainer:
         self.device = torch.device(r.train.device)
         torch.manual_seed(r.train.seed)
         self.data = TrainPatches([resolve_path(p) for p in r.data.train], r.data.scale, r.data.patch,
+                                 holdout=[resolve_path(p) for p in r.data.holdout],
                                  seed=r.train.seed, augment=r.data.augment, progress=self.progress)
         self.teacher = self._build_teacher()
         self._cache_teacher_targets()

@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -124,3 +127,37 @@ def test_every_training_pair_is_one_aligned_crop_of_the_lr_and_hr_images(tmp_pat
             f"sample {i}: HR patch is not the LR patch's crop of the HR image under the same symmetry"
         seen.add(k)
     assert seen == set(range(8))  # every flip/rotation combination was drawn and checked
+
+
+def test_a_set_file_lists_images_relative_to_itself_and_a_holdout_is_never_trained_on(tmp_path):
+    images = sorted((DEMO / "train").glob("*.png"))
+    split = tmp_path / "lists" / "val.txt"
+    split.parent.mkdir()
+    split.write_text(f"# two held-out images\n{os.path.relpath(images[0], split.parent)}\n\n"
+                     f"{os.path.relpath(images[2], split.parent)}  # a comment\n")
+    assert [p.hr_path for p in find_pairs(split, 4)] == [images[0].resolve(), images[2].resolve()]
+    assert set_name(split) == "val"
+    ds = TrainPatches([DEMO / "train"], 4, 16, progress=False, holdout=[split])
+    assert sorted(ds.names) == sorted(p.stem for p in images if p not in (images[0], images[2]))
+    assert len(ds.names) == len(images) - 2
+    with pytest.raises(QdukdError, match="not among the training images"):
+        TrainPatches([DEMO / "val"], 4, 16, progress=False, holdout=[split])
+    everything = tmp_path / "all.txt"
+    everything.write_text("\n".join(str(p) for p in images))
+    with pytest.raises(QdukdError, match="holds out every training image"):
+        TrainPatches([DEMO / "train"], 4, 16, progress=False, holdout=[everything])
+    (tmp_path / "bad.txt").write_text("nope.png\n")
+    with pytest.raises(QdukdError, match="lists .*nope.png, which does not exist"):
+        find_pairs(tmp_path / "bad.txt", 4)
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(QdukdError, match="lists no images"):
+        find_pairs(tmp_path / "empty.txt", 4)
+
+
+def test_the_shipped_validation_split_is_part_of_the_training_photos():
+    train = shared_path("train")
+    split = Path(__file__).resolve().parents[1] / "recipes" / "splits" / "photos_val.txt"
+    held = [p.hr_path for p in find_pairs(split, 4)]
+    assert len(held) == 19 and len(set(held)) == 19
+    every_8th = [sorted((train / s).iterdir())[::8] for s in ("BSD68", "SunHays80")]
+    assert held == [p.resolve() for group in every_8th for p in group]
