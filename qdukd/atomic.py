@@ -10,9 +10,34 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _read_umask() -> int:
+    """The process umask, read without changing it where Linux allows (``/proc/self/status``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    # Elsewhere the only way is to set it and put it back; at import no other thread is writing files.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# What open() would give a new file: mkstemp makes its files 0600 whatever the umask.
+_FILE_MODE = 0o666 & ~_read_umask()
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
+
+    The file gets the permissions a plain ``open(path, "w")`` would (``0o666`` less the umask read
+    at import). The parent folder is created if missing. If the block raises (or is interrupted),
+    the temporary file is removed and ``path`` is left as it was.
+
+    Args:
+        path: the file to write.
 
     Example:
         with atomic_path("out/model.onnx") as tmp:
@@ -23,6 +48,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        os.chmod(tmp, _FILE_MODE)
         yield Path(tmp)
         os.replace(tmp, path)
     finally:

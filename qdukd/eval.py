@@ -19,6 +19,7 @@ from .checkpoint import is_checkpoint, load_checkpoint, student_from_checkpoint
 from .cli import EXIT_OK, check_output_file, parse_kv, run
 from .data import TrainPatches, calibration_batches
 from .errors import QdukdError
+from .images import set_max_pixels
 from .metrics import CONVENTIONS
 from .models import MODELS, build_model, load_weights
 from .models.custom import TRUST_FLAG
@@ -45,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibrate", nargs="+", metavar="DIR", help="images whose LR patches set the --quant ranges")
     p.add_argument("--calib-batches", type=int, default=8, help="calibration batches of 8 patches (48 px LR)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                   help="largest image in pixels (default: Pillow's decompression-bomb guard); 0 = no limit")
     p.add_argument(TRUST_FLAG, action="store_true",
                    help="allow a model whose code lives outside qdukd (import path or plugin); this imports and "
                         "runs that code: use only for code and checkpoints you trust")
@@ -75,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             raise QdukdError(f"--threads must be >= 1, got {args.threads}")
         if args.threads:
             torch.set_num_threads(args.threads)
+        if args.max_pixels is not None:
+            set_max_pixels(args.max_pixels)
         if args.json:
             check_output_file(args.json, "--json")
         name, scale, model = _load_model(args)

@@ -201,7 +201,7 @@ def test_checkpoints_and_json_follow_the_umask(run, tmp_path):
 
 
 def test_paths_of_the_wrong_kind_exit_2_with_one_line(run, tmp_path):
-    a_file = tmp_path / "file.txt"
+    a_file = tmp_path / "notes.md"
     a_file.write_text("not a folder")
     cases = [
         (cli("train", RECIPE, "--out", a_file, *FAST), ["is a file, not a folder"]),
