@@ -61,6 +61,27 @@ def _crash() -> int:
     return EXIT_CRASH
 
 
+def check_input_file(path: str | Path, what: str, inside: str) -> Path:
+    """``path`` as a Path, after checking it is a file with something in it.
+
+    Args:
+        path: the file a user named.
+        what: how messages name it (``"checkpoint"``, ``"model"``).
+        inside: what to pass instead when ``path`` is a folder (``"the .pt/.pth file"``).
+
+    Raises:
+        QdukdError: missing, a folder, or empty.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise QdukdError(f"{what} {path} is a folder, not a file; pass {inside} inside it")
+    if not path.is_file():
+        raise QdukdError(f"{what} not found: {path}")
+    if path.stat().st_size == 0:
+        raise QdukdError(f"{what} {path} is an empty file (0 bytes): an interrupted copy or save? Use another file")
+    return path
+
+
 def check_output_file(path: str | Path, flag: str) -> Path:
     """Fail now, not after the work, when ``path`` cannot be written (its parent is created).
 

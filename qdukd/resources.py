@@ -45,14 +45,21 @@ def _shipped(package: str) -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
-def _resolve(package: str, name_or_path: str | Path) -> Path | None:
+def _resolve(package: str, name_or_path: str | Path, what: str) -> Path:
     """The file ``name_or_path``, else the shipped file of that name in ``package``, else the
-    existing path (a folder: its reader says so), else None."""
+    existing path (a folder: its reader says so).
+
+    Raises:
+        QdukdError: none of these; the message lists the shipped names.
+    """
     path = Path(name_or_path)
     if path.is_file():
         return path
     shipped = _shipped(package).get(str(name_or_path))
-    return shipped or (path if path.exists() else None)
+    if shipped is not None or path.exists():
+        return shipped or path
+    raise QdukdError(f"unknown {what} {str(name_or_path)!r} (no such file, and not a shipped {what}); "
+                     f"available: {', '.join(_shipped(package)) or 'none'} (or pass a .toml path)")
 
 
 def shipped_profiles() -> list[str]:
@@ -66,32 +73,20 @@ def shipped_recipes() -> list[str]:
 
 
 def profile_path(target: str | Path) -> Path:
-    """The file of an export profile.
-
-    Args:
-        target: a path to a ``.toml`` file (an existing file wins) or a shipped profile's name.
+    """The file of an export profile: a path to a ``.toml`` file (an existing file wins) or a
+    shipped profile's name.
 
     Raises:
         QdukdError: no such path and no shipped one of that name; the message lists the names.
     """
-    path = _resolve(PROFILES, target)
-    if path is None:
-        raise QdukdError(f"unknown export profile {str(target)!r} (no such file, and not a shipped "
-                         f"profile); available: {', '.join(shipped_profiles()) or 'none'} (or pass a .toml path)")
-    return path
+    return _resolve(PROFILES, target, "export profile")
 
 
 def recipe_path(recipe: str | Path) -> Path:
-    """The file of a training recipe.
-
-    Args:
-        recipe: a path to a ``.toml`` file (an existing file wins) or a shipped recipe's name.
+    """The file of a training recipe: a path to a ``.toml`` file (an existing file wins) or a
+    shipped recipe's name.
 
     Raises:
         QdukdError: no such path and no shipped one of that name; the message lists the names.
     """
-    path = _resolve(RECIPES, recipe)
-    if path is None:
-        raise QdukdError(f"recipe not found: {recipe} (no such file, and not a shipped recipe); "
-                         f"shipped recipes: {', '.join(shipped_recipes()) or 'none'}")
-    return path
+    return _resolve(RECIPES, recipe, "recipe")

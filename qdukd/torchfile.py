@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from .cli import check_input_file
 from .errors import QdukdError
 
 
@@ -28,13 +29,7 @@ def read_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
         QdukdError: missing, a folder, empty, truncated or corrupt, or holding Python objects
             other than tensors and plain containers (which are never unpickled).
     """
-    path = Path(path)
-    if path.is_dir():
-        raise QdukdError(f"{what} {path} is a folder, not a file (pass the .pt/.pth file inside it)")
-    if not path.is_file():
-        raise QdukdError(f"{what} not found: {path}")
-    if path.stat().st_size == 0:
-        raise QdukdError(f"{what} {path} is empty (0 bytes): an interrupted copy or save? Use another file")
+    path = check_input_file(path, what, "the .pt/.pth file")
     try:
         with warnings.catch_warnings():  # torch's pickle-protocol notes are not the user's concern
             warnings.simplefilter("ignore")

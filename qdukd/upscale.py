@@ -31,7 +31,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, student_from_checkpoint
-from .cli import EXIT_OK, run
+from .cli import EXIT_OK, check_input_file, run
 from .errors import NonFiniteOutput, QdukdError
 from .export import tensorrt_engine
 from .export.profiles import OnnxRuntimeSection
@@ -78,13 +78,7 @@ def load_runner(path: str | Path, provider: str = "cpu", trust_code: bool = Fals
         QdukdError: missing, empty, corrupt or unsupported model file (an ONNX model with a fixed or
             non-RGB input), or an unusable backend.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise QdukdError(f"model {path} is a folder; pass the model file in it (e.g. {path / 'model.onnx'})")
-    if not path.is_file():
-        raise QdukdError(f"model not found: {path}")
-    if path.stat().st_size == 0:
-        raise QdukdError(f"model {path} is an empty file (an interrupted copy or download?)")
+    path = check_input_file(path, "model", f"the model file (e.g. {Path(path) / 'model.onnx'})")
     suffix = path.suffix.lower()
     try:
         if suffix == ".onnx":

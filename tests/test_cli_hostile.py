@@ -85,7 +85,7 @@ def test_a_nan_checkpoint_is_refused_by_every_cli_naming_the_tensor(tool, broken
 
 
 @pytest.mark.parametrize("name,words", [
-    ("empty", ["empty (0 bytes)"]),
+    ("empty", ["is an empty file (0 bytes)"]),
     ("truncated", ["not a complete PyTorch file"]),
     ("no_recipe", ["has no recipe"]),
     ("pickled_module", ["holds Python objects", "never unpickles"]),

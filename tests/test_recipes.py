@@ -52,7 +52,7 @@ def test_a_file_wins_over_a_shipped_name(tmp_path, monkeypatch):
     assert load_recipe("demo") == load_recipe(RECIPE_DIR / "demo.toml")
     (tmp_path / "demo").write_text("[train]\niters = 5\n")
     assert load_recipe("demo").train.iters == 5
-    with pytest.raises(QdukdError, match="recipe not found: demo.toml .*shipped recipes: .*cpu/w4a4"):
+    with pytest.raises(QdukdError, match="unknown recipe .demo.toml. .*available: .*cpu/w4a4"):
         load_recipe("demo.toml")
 
 

@@ -49,7 +49,7 @@ def test_an_existing_file_wins_and_a_folder_does_not(tmp_path, monkeypatch):
 
 
 def test_unknown_names_list_what_is_shipped():
-    with pytest.raises(QdukdError, match=r"recipe not found: cpu/w9a9 .*shipped recipes: .*cpu/w4a4, .*demo"):
+    with pytest.raises(QdukdError, match=r"unknown recipe .cpu/w9a9. .*available: .*cpu/w4a4, .*demo"):
         recipe_path("cpu/w9a9")
     with pytest.raises(QdukdError, match=r"unknown export profile 'tensorrt-fp4' .*available: .*onnxruntime-int8"):
         profile_path("tensorrt-fp4")

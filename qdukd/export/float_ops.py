@@ -20,6 +20,7 @@ from pathlib import Path
 import onnx
 
 from ..errors import QdukdError
+from .onnx_export import links
 
 _FLOAT = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
 _BOOL_OPS = {"Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "Not", "And", "Or", "Xor", "IsNaN", "IsInf"}
@@ -122,11 +123,7 @@ def float_ops(path: str | Path, session_config: dict[str, str] | None = None) ->
     graph = model.graph
     types = _output_types(model)
     constants = {i.name for i in graph.initializer}
-    producers = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    producers, consumers = links(graph)
     outputs = {o.name for o in graph.output}
     found = []
     for node in graph.node:

@@ -310,6 +310,16 @@ def _clip_bounds(inits: dict[str, np.ndarray], clip: onnx.NodeProto) -> tuple[fl
     return bounds[0], bounds[1]
 
 
+def links(graph: onnx.GraphProto) -> tuple[dict[str, onnx.NodeProto], dict[str, list[onnx.NodeProto]]]:
+    """(tensor name -> the node that writes it, tensor name -> the nodes that read it)."""
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    return producer, consumers
+
+
 def _drop_redundant_clips(graph: onnx.GraphProto, container: bool) -> None:
     """Drop each Clip before a Q that is not needed for the Q's codes.
 
@@ -319,11 +329,7 @@ def _drop_redundant_clips(graph: onnx.GraphProto, container: bool) -> None:
     go too, so the container's ends replace the grid's (see ``GraphSection.clip``).
     """
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    producer = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    producer, consumers = links(graph)
     outputs = {o.name for o in graph.output}
     dropped = set()
     for clip in graph.node:
