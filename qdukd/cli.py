@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import argparse
 import errno
 import sys
 import tempfile
 import traceback
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
 
 from .errors import QdukdError
 
 # A pipeline reads these: 1 is only ever a failed parity gate, never a crash.
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CRASH = 0, 1, 2, 3
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with usage errors as one ``error:`` line (exit 2), like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
 
 
 def run(main: Callable[[], int]) -> int:

@@ -16,7 +16,7 @@ from torch import nn
 
 from .atomic import write_json
 from .checkpoint import is_checkpoint, load_checkpoint, student_from_checkpoint
-from .cli import EXIT_OK, check_output_file, parse_kv, run
+from .cli import EXIT_OK, Parser, check_output_file, parse_kv, run
 from .data import TrainPatches, calibration_batches
 from .errors import QdukdError
 from .images import set_max_pixels
@@ -29,7 +29,7 @@ from .scoring import format_table, score_set, torch_sr_function
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m qdukd.eval", description=__doc__.splitlines()[0])
+    p = Parser(prog="python -m qdukd.eval", description=__doc__.splitlines()[0])
     p.add_argument("--model", metavar="NAME", help=f"architecture: {', '.join(sorted(MODELS))}, a plugin's name or "
                    "package.module:Class (not needed for a qdukd checkpoint)")
     p.add_argument("--scale", type=int, choices=(2, 3, 4), help="SR scale (not needed for a qdukd checkpoint)")

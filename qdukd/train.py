@@ -17,7 +17,7 @@ import sys
 
 import torch.distributed as dist
 
-from .cli import EXIT_OK, run
+from .cli import EXIT_OK, Parser, run
 from .recipe import load_recipe
 from .models import build_model
 from .models.custom import TRUST_FLAG
@@ -26,7 +26,7 @@ from .trainer import Trainer
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m qdukd.train", description=__doc__.splitlines()[0])
+    p = Parser(prog="python -m qdukd.train", description=__doc__.splitlines()[0])
     p.add_argument("recipe", help="a recipe file, or a shipped recipe's name (demo, cpu/w4a4, ...); an existing "
                                   "file wins")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. train.iters=1000")

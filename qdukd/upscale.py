@@ -31,7 +31,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, student_from_checkpoint
-from .cli import EXIT_OK, check_input_file, run
+from .cli import EXIT_OK, Parser, check_input_file, run
 from .errors import NonFiniteOutput, QdukdError
 from .export import tensorrt_engine
 from .export.profiles import OnnxRuntimeSection
@@ -251,7 +251,7 @@ def _save(path: Path, img: Image.Image) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m qdukd.upscale", description=__doc__.splitlines()[0])
+    p = Parser(prog="python -m qdukd.upscale", description=__doc__.splitlines()[0])
     p.add_argument("model", help="model.onnx, model.plan (TensorRT) or a qdukd checkpoint")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
     p.add_argument("--out", required=True, metavar="DIR",

@@ -236,3 +236,9 @@ def test_a_crash_is_exit_3_with_its_traceback_never_1_or_2(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 3 and "Traceback" in res.stderr and "RuntimeError: a bug" in res.stderr
     assert "this is a bug, not bad input" in res.stderr
+
+
+@pytest.mark.parametrize("tool,args", [("train", ["--out"]), ("eval", ["--scale", "5", "--data", VAL]),
+                                       ("export", []), ("upscale", ["model.onnx", "--tile", "x"])])
+def test_usage_errors_are_one_line_too(tool, args):
+    one_error(cli(tool, *args), f"see python -m qdukd.{tool} --help")

@@ -18,7 +18,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from ..cli import EXIT_FAILED, EXIT_OK, run
+from ..cli import EXIT_FAILED, EXIT_OK, Parser, run
 from ..data import set_name
 from ..models.custom import TRUST_FLAG
 from ..errors import QdukdError
@@ -31,7 +31,7 @@ DEFAULT_TARGET = "onnxruntime-int8"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m qdukd.export", description=__doc__.splitlines()[0],
+    p = Parser(prog="python -m qdukd.export", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[2:]))
     p.add_argument("checkpoint", help="qdukd training checkpoint (carries its recipe and quant state)")
