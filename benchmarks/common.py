@@ -46,3 +46,44 @@ def median_seconds(fn: Callable[[], object], runs: int, warmup: int = 3) -> floa
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def conv_macs(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass, counted by forward hooks on every Conv2d,
+    ConvTranspose2d and Linear (nothing else: pooling, interpolation, activations and adds are
+    not counted, as in the SR papers' MAC/FLOP tables).
+
+    Conv2d: out_elements * (in_channels / groups) * kh * kw per sample;
+    ConvTranspose2d: in_elements * (out_channels / groups) * kh * kw (every input pixel scatters
+    a kernel); Linear: out_elements * in_features. Bias adds are not counted.
+    """
+    total = 0
+
+    def hook(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, torch.nn.ConvTranspose2d):
+            kh, kw = module.kernel_size
+            total += inputs[0].numel() * (module.out_channels // module.groups) * kh * kw
+        elif isinstance(module, torch.nn.Conv2d):
+            kh, kw = module.kernel_size
+            total += output.numel() * (module.in_channels // module.groups) * kh * kw
+        elif isinstance(module, torch.nn.Linear):
+            total += output.numel() * module.in_features
+
+    kinds = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(input_shape))
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+# Hand-computed check: a 5x5 conv, 3 -> 64 channels, padding 2, on a 256x256 image makes
+# 64 * 256 * 256 outputs of 3 * 5 * 5 MACs each = 64 * 65536 * 75 = 314,572,800; a 9x9 transposed
+# conv 56 -> 3, stride 4, on a 16x16 input: 56 * 16 * 16 inputs x 3 * 81 = 3,483,648.
+assert conv_macs(torch.nn.Conv2d(3, 64, 5, padding=2), (1, 3, 256, 256)) == 314_572_800
+assert conv_macs(torch.nn.ConvTranspose2d(56, 3, 9, stride=4, padding=4, output_padding=3),
+                 (1, 56, 16, 16)) == 3_483_648
