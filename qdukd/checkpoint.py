@@ -52,10 +52,24 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         QdukdError: missing, empty, corrupt, not a qdukd checkpoint, without a usable recipe,
             or with non-finite weights or quantizer steps (naming the tensor).
     """
+    ckpt = read_checkpoint(path)
+    if ckpt is None:
+        raise QdukdError(f"{path} is not a qdukd training checkpoint (for plain weights use --model/--weights)")
+    return ckpt
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any] | None:
+    """The validated checkpoint at ``path``, or None when the file holds something else (plain
+    weights); the file is read once either way.
+
+    Raises:
+        QdukdError: missing or unreadable, or a qdukd checkpoint that fails validation (see
+            :func:`load_checkpoint`), so a damaged checkpoint is never mistaken for plain weights.
+    """
     path = Path(path)
     ckpt = read_torch_file(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise QdukdError(f"{path} is not a qdukd training checkpoint (for plain weights use --model/--weights)")
+        return None
     if ckpt.get("version") != VERSION:
         raise QdukdError(f"{path} has checkpoint version {ckpt.get('version')}, this qdukd reads {VERSION}")
     if not isinstance(ckpt.get("recipe"), dict) or not isinstance(ckpt.get("student"), dict):
@@ -67,17 +81,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise QdukdError(f"checkpoint {path} carries a recipe this qdukd cannot read: {e}") from None
     _check_weights(ckpt, f"checkpoint {path}")
     return ckpt
-
-
-def is_checkpoint(path: str | Path) -> bool:
-    """Whether ``path`` is a qdukd checkpoint (by content) rather than plain weights.
-
-    Raises:
-        QdukdError: the file is missing or unreadable (so a damaged checkpoint is reported as
-            such, not mistaken for plain weights).
-    """
-    obj = read_torch_file(path, "checkpoint")
-    return isinstance(obj, dict) and obj.get("format") == FORMAT
 
 
 def student_from_checkpoint(ckpt: dict[str, Any], use_ema: bool = True, trust_code: bool = False) -> nn.Module:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .atomic import write_json
-from .checkpoint import is_checkpoint, load_checkpoint, student_from_checkpoint
+from .checkpoint import read_checkpoint, student_from_checkpoint
 from .cli import EXIT_OK, Parser, check_output_file, parse_kv, run
 from .data import TrainPatches, calibration_batches
 from .errors import QdukdError
@@ -56,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load_model(args: argparse.Namespace) -> tuple[str, int, nn.Module]:
     """(name, scale, model) from --weights as a qdukd checkpoint, or from --model/--scale."""
-    if args.weights and is_checkpoint(args.weights):
-        ckpt = load_checkpoint(args.weights)
+    ckpt = read_checkpoint(args.weights) if args.weights else None
+    if ckpt is not None:
         scale = ckpt["recipe"]["data"]["scale"]
         if args.scale not in (None, scale):
             raise QdukdError(f"{args.weights} is a x{scale} model, not x{args.scale}: drop --scale or fix it")

@@ -23,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .atomic import atomic_path
-from .checkpoint import is_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .config import to_dict
 from .data import TrainPatches, calibration_batches
 from .distill import TARGET_KEYS, Teacher, dukd_aux_terms, standard_terms
@@ -249,8 +249,8 @@ class Trainer:
 
     def _load_init(self, path: Path) -> None:
         """Start from FP weights: a plain state_dict, or an FP qdukd run's checkpoint (EMA first)."""
-        if is_checkpoint(path):
-            ckpt = load_checkpoint(path)
+        ckpt = read_checkpoint(path)
+        if ckpt is not None:
             if ckpt.get("quant") is not None:
                 raise QdukdError(f"student.init {path} is a quantized run; start QAT from an FP checkpoint")
             load_weights(self.student, ckpt["ema"] if ckpt.get("ema") is not None else ckpt["student"])
