@@ -103,13 +103,24 @@ def check_output_file(path: str | Path, flag: str) -> Path:
     blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if blocker is not None:
         raise QdukdError(f"{flag} {path}: {blocker} is a file, not a folder")
+    check_writable_folder(path.parent, f"{flag} {path}")
+    return path
+
+
+def check_writable_folder(folder: str | Path, what: str) -> Path:
+    """Create ``folder`` (and its parents) and prove it takes files, before any work.
+
+    Raises:
+        QdukdError: it cannot be created or written (read-only, no permission, a file in the way).
+    """
+    folder = Path(folder)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path.parent):
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        raise QdukdError(f"{flag} {path}: cannot write in {path.parent} ({e.strerror})") from None
-    return path
+        raise QdukdError(f"{what}: cannot write in {folder} ({e.strerror or e}); choose another location") from None
+    return folder
 
 
 def parse_kv(pairs: list[str], what: str) -> dict[str, object]:

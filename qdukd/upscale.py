@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, student_from_checkpoint
-from .cli import EXIT_OK, Parser, check_input_file, run
+from .cli import EXIT_OK, Parser, check_input_file, check_writable_folder, run
 from .errors import NonFiniteOutput, QdukdError
 from .export import tensorrt_engine
 from .export.profiles import OnnxRuntimeSection
@@ -233,16 +232,6 @@ def output_paths(inputs: list[str], files: list[Path], out: Path) -> list[Path]:
     return targets
 
 
-def _make_out_folder(out: Path) -> None:
-    """Create ``out`` and prove it takes files, so a read-only place fails before the first image."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as e:
-        raise QdukdError(f"cannot write to the output folder {out}: {e.strerror or e} (choose another --out)") from None
-
-
 def _save(path: Path, img: Image.Image) -> None:
     try:
         write_image(path, img)
@@ -288,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         fn = load_runner(args.model, args.provider, trust_code=args.trust_model_code)
         scale = model_scale(fn, args.model)
         tile = args.tile if args.tile is not None else max(1, OUTPUT_TILE // scale)
-        _make_out_folder(out)
+        check_writable_folder(out, f"--out {out}")
         for src, dst in tqdm(list(zip(files, targets)), desc=f"x{scale}", unit="img"):
             lr = read_image(src)
             try:

@@ -314,7 +314,7 @@ def test_unusable_output_folders(models, tmp_path):
     img = image(tmp_path / "a.png")
     (tmp_path / "file").write_text("x")
     refused(cli(models["x4"], img, "--out", tmp_path / "file"), "--out", "is not a folder")
-    refused(cli(models["x4"], img, "--out", tmp_path / "file" / "sub"), "cannot write to the output folder")
+    refused(cli(models["x4"], img, "--out", tmp_path / "file" / "sub"), "cannot write in")
     (tmp_path / "o" / "a.png").mkdir(parents=True)
     refused(cli(models["x4"], img, "--out", tmp_path / "o"), "a folder of that name is in the way")
     readonly = tmp_path / "ro"
@@ -325,7 +325,7 @@ def test_unusable_output_folders(models, tmp_path):
     if not places:
         pytest.skip("no unwritable folder to try (root, not Linux)")
     for place in places:
-        refused(cli(models["x4"], img, "--out", place), "cannot write to the output folder", str(place))
+        refused(cli(models["x4"], img, "--out", place), "cannot write in", str(place))
 
 
 def test_a_model_that_cannot_take_the_image_names_it(models, tmp_path):
