@@ -87,3 +87,23 @@ def conv_macs(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
 assert conv_macs(torch.nn.Conv2d(3, 64, 5, padding=2), (1, 3, 256, 256)) == 314_572_800
 assert conv_macs(torch.nn.ConvTranspose2d(56, 3, 9, stride=4, padding=4, output_padding=3),
                  (1, 56, 16, 16)) == 3_483_648
+
+
+def train_run(recipe_file: str | Path, out: Path, overrides: list[str]) -> dict:
+    """Train one recipe (resuming a run ``out`` already holds) and return its final PSNR_Y per set.
+
+    Returns ``{"recipe", "overrides", "seconds", "it_per_s", <set name lowercased>: PSNR_Y, ...}``.
+    A run stopped by a signal records nothing: the script exits and a rerun continues it.
+    """
+    from qdukd.recipe import load_recipe
+    from qdukd.trainer import Trainer
+
+    recipe = load_recipe(recipe_file, overrides)
+    trainer = Trainer(recipe, out, resume=True, progress=False)
+    start, t0 = trainer.step, time.perf_counter()
+    scores = trainer.fit()
+    seconds = time.perf_counter() - t0
+    if trainer.step < recipe.train.iters:
+        raise SystemExit(f"stopped at step {trainer.step} of {out}; rerun to continue this run")
+    return {"recipe": str(recipe_file), "overrides": overrides, "seconds": seconds,
+            "it_per_s": (recipe.train.iters - start) / seconds, **{s.name.lower(): s.psnr_y for s in scores}}

@@ -43,7 +43,7 @@ import numpy as np
 import onnx
 import torch
 
-from common import RESULTS, conv_macs, machine
+from common import RESULTS, conv_macs, machine, train_run
 from qdukd.atomic import write_json
 from qdukd.config import from_dict
 from qdukd.export.__main__ import main as export_main
@@ -52,7 +52,6 @@ from qdukd.export.runtime import ort_session, session_config
 from qdukd.models import build_model
 from qdukd.quant.policy import collapse
 from qdukd.recipe import load_recipe
-from qdukd.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = ["../shared/data/benchmarks/Set5", "../shared/data/benchmarks/Set14"]
@@ -99,28 +98,19 @@ def size(net: str, scale: int) -> dict:
 
 def train(recipe_file: str, out: Path, overrides: list[str]) -> dict:
     """``python -m qdukd.train RECIPE --out OUT --resume OVERRIDES`` in this process."""
-    recipe = load_recipe(ROOT / recipe_file, overrides)
-    trainer = Trainer(recipe, out, resume=True, progress=False)
-    start = trainer.step
-    t0 = time.perf_counter()
-    scores = trainer.fit()
-    seconds = time.perf_counter() - t0
-    if trainer.step < recipe.train.iters or not scores:
-        raise SystemExit(f"stopped at step {trainer.step} of {out}; rerun to continue")
-    return {"command": f"python -m qdukd.train {recipe_file} --out {out.relative_to(ROOT)} "
-                       + " ".join(overrides),
-            "iters": recipe.train.iters, "seconds": seconds,
-            "it_per_s": (recipe.train.iters - start) / seconds if recipe.train.iters > start else None,
-            **{s.name.lower(): s.psnr_y for s in scores}}
+    row = train_run(ROOT / recipe_file, out, overrides)
+    return {"command": f"python -m qdukd.train {recipe_file} --out {out.relative_to(ROOT)} " + " ".join(overrides),
+            "iters": load_recipe(ROOT / recipe_file, overrides).train.iters,
+            **{k: v for k, v in row.items() if k not in ("recipe", "overrides")}}
 
 
-def export(run: Path) -> dict:
-    out = run / "export"
-    args = [str(run / "last.pt"), "--out", str(out), "--verify-data", *SETS, "--no-progress"]
-    code = export_main(args)
+def export(run: Path, target: str = "") -> dict:
+    """The export CLI on the run's checkpoint (default profile, or ``target`` into export_<target>)."""
+    out = run / (f"export_{target}" if target else "export")
+    args = [str(run / "last.pt"), "--out", str(out), "--verify-data", *SETS] + (["--target", target] if target else [])
+    code = export_main([*args, "--no-progress"])
     report = json.loads((out / "report.json").read_text())
-    return {"command": "python -m qdukd.export " + " ".join(
-                [str((run / "last.pt").relative_to(ROOT)), "--out", str(out.relative_to(ROOT)), "--verify-data", *SETS]),
+    return {"command": "python -m qdukd.export " + " ".join(args).replace(f"{ROOT}/", ""),
             "exit_code": code, "folder": str(out), "report": report}
 
 
@@ -216,6 +206,20 @@ def do_job(job: str, args, out_file: Path) -> dict:
     return row
 
 
+def exact_profile(job: str, args, out_file: Path) -> None:
+    """A finished row's W8A8 student exported again with ``onnxruntime-int8-exact`` (every grid's
+    clip kept: what a student whose ranges clip needs to pass the gate), gate and latency."""
+    q_run = Path(args.runs_dir) / f"{job}_w8a8"
+    ex = export(q_run, "onnxruntime-int8-exact")
+    exact = {**ex, "gate": gate_deltas(ex["report"]), "latency": latency(Path(ex["folder"]), args.runs)}
+    print(f"[{job}] exact profile: exit {ex['exit_code']}, max |delta| {exact['gate']['max_abs']}, "
+          f"INT8/FP32 {exact['latency']['int8_speedup_vs_fp32']:.2f}x", flush=True)
+    with locked(out_file):
+        results = load(out_file)
+        results["rows"][job]["export_exact"] = exact
+        write_json(out_file, results)
+
+
 def fmt_float_ops(lat: dict) -> str:
     """Compute ops left float, counted ('FusedConv+Clip x4'); data movement (SHAPE_OPS, Tile) is left
     out of the summary (the JSON keeps the full list with ONNX Runtime's reasons)."""
@@ -258,6 +262,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--quick", action="store_true", help="smoke run: 20 iterations, Set5 only, separate folders")
     ap.add_argument("--table", action="store_true", help="print the markdown table of the results and exit")
+    ap.add_argument("--exact", action="store_true",
+                    help="export finished rows again with the onnxruntime-int8-exact profile (gate, latency)")
     args = ap.parse_args()
     if args.table:
         print(table(load(args.out or RESULTS / "deployable_zoo.json")))
@@ -270,6 +276,10 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown jobs {unknown}; choose from {JOBS}")
     torch.set_num_threads(args.threads)
+    if args.exact:
+        for job in jobs:
+            exact_profile(job, args, out_file)
+        return
     for job in jobs:
         if job in load(out_file)["rows"]:
             print(f"[{job}] done, skipped", flush=True)

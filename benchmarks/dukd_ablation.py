@@ -20,29 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
-from common import RESULTS, machine, peak_rss_mib
+from common import RESULTS, machine, peak_rss_mib, train_run
 from qdukd.atomic import write_json
 from qdukd.eval import main as eval_main
-from qdukd.recipe import load_recipe
-from qdukd.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = '["../shared/data/benchmarks/Set5", "../shared/data/benchmarks/Set14"]'
-
-
-def run(recipe_file: str, out: Path, overrides: list[str]) -> dict:
-    recipe = load_recipe(ROOT / recipe_file, overrides)
-    trainer = Trainer(recipe, out, progress=False)
-    t0 = time.perf_counter()
-    scores = trainer.fit()
-    seconds = time.perf_counter() - t0
-    if trainer.step < recipe.train.iters:  # stopped by a signal: record nothing
-        raise SystemExit(f"stopped at step {trainer.step} of {out}; rerun to redo this run")
-    return {"recipe": recipe_file, "overrides": overrides, "seconds": seconds,
-            "it_per_s": recipe.train.iters / seconds, **{s.name.lower(): s.psnr_y for s in scores}}
 
 
 def main() -> None:
@@ -73,7 +58,7 @@ def main() -> None:
             results["runs"]["fp"] = {"checkpoint": str(fp / "last.pt"), **{
                 s["name"].lower(): s["psnr_y"] for s in json.loads(scores.read_text())["sets"]}}
         else:
-            results["runs"]["fp"] = run("recipes/cpu/fp.toml", fp, [f"train.iters={args.fp_iters}", *common])
+            results["runs"]["fp"] = train_run(ROOT / "recipes/cpu/fp.toml", fp, [f"train.iters={args.fp_iters}", *common])
         write_json(out_file, results)
     init = [f"student.init=\"{fp / 'last.pt'}\"", f"train.iters={args.iters}", *common]
     methods = [m + args.tag for m in args.methods]
@@ -86,7 +71,7 @@ def main() -> None:
         print(f"running {key}", flush=True)
         base = method.removesuffix(args.tag)
         mode = base.removesuffix("+cache")
-        results["runs"][key] = run(recipe, runs_dir / key.replace("/", "_"),
+        results["runs"][key] = train_run(ROOT / recipe, runs_dir / key.replace("/", "_"),
                                    [*init, f"dukd.mode=\"{mode}\"", f"train.seed={seed}",
                                     f"teacher.cache={str(base.endswith('+cache')).lower()}", *args.set])
         results["peak_rss_mib"] = peak_rss_mib()

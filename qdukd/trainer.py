@@ -98,7 +98,7 @@ class Trainer:
 
     Args:
         recipe: the full training recipe.
-        out_dir: where checkpoints, ``log.csv`` and TensorBoard events go; it must not hold
+        out_dir: where checkpoints, ``log.csv``, ``val.csv`` and TensorBoard events go; it must not hold
             another run unless ``resume``.
         resume: continue from the newest checkpoint in ``out_dir``; with none there, start a
             new run (``resumed_from`` is then None).
@@ -397,6 +397,7 @@ class Trainer:
     def _fit(self) -> list[SetScore]:
         r = self.recipe
         log = _CsvLog(self.out / "log.csv", after=self.step) if self.dist.main else None
+        val_log = _CsvLog(self.out / "val.csv", after=self.step) if self.dist.main else None
         tb = _tensorboard(self.out) if self.dist.main else None
         previous = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         bar = tqdm(total=r.train.iters, initial=self.step, desc="train", disable=not self.progress,
@@ -412,7 +413,8 @@ class Trainer:
                 if self.step % max(r.train.log_every, 1) == 0 or self.step == r.train.iters:
                     rate = done / (time.perf_counter() - t0)
                     if log:
-                        log.write(self.step, learning_rate(self.step - 1, r), rate, terms, self.metrics)
+                        log.write({"step": self.step, "lr": learning_rate(self.step - 1, r),
+                                   "it_per_s": round(rate, 4), **terms})
                     if tb:
                         for k, v in terms.items():
                             tb.add_scalar(f"loss/{k}", v, self.step)
@@ -420,6 +422,8 @@ class Trainer:
                                     **{f"psnr_{k}": f"{v:.2f}" for k, v in self.metrics.items()})
                 if r.train.val_every and self.step % r.train.val_every == 0 and self.step < r.train.iters:
                     scores = self.validate()
+                    if val_log:
+                        val_log.write({"step": self.step, **{f"psnr_y/{k}": v for k, v in self.metrics.items()}})
                     if tb:
                         for k, v in self.metrics.items():
                             tb.add_scalar(f"psnr_y/{k}", v, self.step)
@@ -432,6 +436,8 @@ class Trainer:
                                "continue with --resume", file=sys.stderr)
             else:
                 scores = self.validate()
+                if val_log:
+                    val_log.write({"step": self.step, **{f"psnr_y/{k}": v for k, v in self.metrics.items()}})
                 self.save()  # again, now with the validation metrics
         finally:
             bar.close()
@@ -491,8 +497,10 @@ class _frozen_grads:
 
 
 class _CsvLog:
-    """``log.csv``: one row per logged step. A resumed run first drops the rows logged after its
-    checkpoint (the killed run's steps that were never saved), so each step appears once."""
+    """A run's CSV log: ``log.csv`` (one row per logged step: lr, it/s, loss terms) or ``val.csv``
+    (one row per validation: PSNR_Y per set, at the step it was measured). A resumed run first
+    drops the rows logged after its checkpoint (the killed run's steps that were never saved),
+    so each step appears once."""
 
     def __init__(self, path: Path, after: int) -> None:
         self.path = path
@@ -506,9 +514,7 @@ class _CsvLog:
                 with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
                     csv.writer(f).writerows(keep)
 
-    def write(self, step: int, lr: float, rate: float, terms: dict[str, float], metrics: dict[str, float]) -> None:
-        row = {"step": step, "lr": lr, "it_per_s": round(rate, 4), **terms,
-               **{f"psnr_y/{k}": v for k, v in metrics.items()}}
+    def write(self, row: dict[str, float]) -> None:
         new = not self.path.exists()
         with self.path.open("a", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(row), extrasaction="ignore")

@@ -9,6 +9,7 @@ in float. Last, the deployable zoo (ESPCN ... SPAN) end to end with the default 
 
 from __future__ import annotations
 
+import copy
 import functools
 from pathlib import Path
 
@@ -32,7 +33,8 @@ from qdukd.export.verify import run_gate
 from qdukd.images import read_image, to_tensor, write_image
 from qdukd.models import build_model
 from qdukd.models.common import Add
-from qdukd.quant import QuantConfig, QuantConvTranspose2d, calibrate, freeze, prepare_qat, quant_state, restore_qat
+from qdukd.quant import (FakeQuantizer, QuantConfig, QuantConvTranspose2d, calibrate, freeze, prepare_qat, quant_state,
+                         restore_qat)
 from qdukd.scoring import torch_sr_function
 
 C = 8
@@ -210,6 +212,35 @@ def test_exact_graph_computes_what_pytorch_computes(name, tmp_path):
         want_f = float_copy(model)(x).numpy()
     got_f = ort_session(tmp_path / "f.onnx", optimize=False).run(None, {"lr": x.numpy()})[0]
     assert np.abs(got_f - want_f).max() * 255 < 0.01
+
+
+def test_container_graph_computes_the_student_on_its_container_grids(tmp_path):
+    """``clip = "container"`` changes what the graph computes in one way only: the fake-quant
+    student with its 8-bit grids widened to the container (unsigned [0, 255], signed [-128, 127]).
+
+    ABPN with steps that clip the top of each range, as its QAT-trained LSQ steps do (a ReLU
+    chain, no skip): every code PyTorch clips at 127 passes in the fused profile's graph, which is
+    the whole of a trained ABPN's parity-gate failure there; the exact graph is the student itself.
+    The anchor (Tile), DepthToSpace and the output clip agree in both."""
+    torch.manual_seed(0)
+    model = build_model("abpn", 2, **SMALL["abpn"]).eval()
+    prepare_qat(model, QuantConfig.from_string(SPEC))
+    calibrate(model, demo_lr(), method="max")
+    for q in (m for m in model.modules() if isinstance(m, FakeQuantizer) and m.axis is None):
+        q.set_scale(q.effective_scale() / 2)  # the top half of each calibrated range clips
+    freeze(model)
+    widened = copy.deepcopy(model)
+    for q in (m for m in widened.modules() if isinstance(m, FakeQuantizer) and m.axis is None):
+        q.qmin, q.qmax = (-128, 127) if q.is_signed else (0, 255)
+    x = demo_lr()[0][..., 5:41, 3:47]
+    with torch.no_grad():
+        want, want_container = model(x).numpy(), widened(x).numpy()
+    assert np.abs(want_container - want).max() * 255 > 8  # the student clips: the graphs must differ
+    for profile, ref in (("onnxruntime-int8", want_container), ("onnxruntime-int8-exact", want)):
+        (tmp_path / profile).mkdir()
+        export(model, profile, tmp_path / profile)
+        got = ort_session(tmp_path / profile / "model.onnx", optimize=False).run(None, {"lr": x.numpy()})[0]
+        assert np.abs(got - ref).max() * 255 < 0.01, profile
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import signal
@@ -244,3 +245,15 @@ def test_teacher_cache_targets_are_the_teachers_output_cropped(tmp_path, teacher
             if torch.allclose(full[0, :, t:t + h, l:l + h], item["kd"].float(), atol=2e-3)]
     assert len(hits) == 1
     trainer.fit()
+
+
+def test_validation_psnr_is_logged_at_the_step_it_was_measured(tmp_path, teacher_file):
+    recipe = tiny_recipe(teacher_file, "train.iters=4", "train.val_every=2", "train.log_every=1", "dukd.mode=\"kd\"")
+    scores = Trainer(recipe, tmp_path / "run", progress=False).fit()
+    with (tmp_path / "run" / "val.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["step"] for r in rows] == ["2", "4"]  # every val_every steps and at the end, nothing else
+    assert float(rows[-1]["psnr_y/val"]) == pytest.approx(scores[0].psnr_y)
+    with (tmp_path / "run" / "log.csv").open() as f:
+        log = list(csv.DictReader(f))
+    assert [r["step"] for r in log] == ["1", "2", "3", "4"] and {"lr", "it_per_s", "pix", "kd", "total"} <= set(log[0])

@@ -1,0 +1,230 @@
+"""Does DUKD pay? GT-only / KD / DUKD variants on a deployable student, 48-px patches, paired seeds.
+
+Issue #11. Stage 1 trains one FP student per scale (KD from the PAN teacher, the deployable
+recipe at 48-px patches); stage 2 runs QAT from it for every precision x method x seed. The
+validation split (``recipes/splits/photos_val.txt``) is held out of training and scored every
+``--val-every`` steps (``val.csv`` of each run folder: the curves); Set5 / Set14 are scored too and
+only reported. A seed fixes the patches and the quantizer calibration, so runs with one seed are
+paired across methods.
+
+Methods (each one change from ``dukd``, the single-step default, or from ``kd``):
+    gt               L1 to HR only
+    kd               + L1 to the teacher's output
+    kd_2x            kd with twice the iterations: as many Adam steps as dukd_two_step
+    dukd             + zoom-in and zoom-out terms, one optimizer step (qdukd's schedule)
+    dukd_two_step    the reference code's schedule: a step on pix+kd, then one on the rest
+    dukd_no_zoom_out dukd without the zoom-out terms
+    dukd_zoom_out_q  dukd with the zoom-out terms at a quarter weight (dukd.w_zoom_out = 0.25)
+
+Results are appended to ``benchmarks/results/dukd_study.json`` as runs finish; a rerun skips
+finished runs and continues an interrupted one from its checkpoint. Two processes can split the
+work with disjoint ``--seeds`` (each writes its own ``--out``; ``--table`` merges the files).
+``--cost`` times one step of every method side by side on one batch instead (medians).
+
+Usage (from the project root, ../shared/data present):
+    python benchmarks/dukd_study.py --scale 4 --precisions w4a4 --seeds 0 1 2 --iters 300
+    python benchmarks/dukd_study.py --table benchmarks/results/dukd_study*.json --plot docs/img/dukd_study.png
+    python benchmarks/dukd_study.py --cost --scale 4 --precisions w4a4
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from common import RESULTS, machine, peak_rss_mib, train_run
+from qdukd.atomic import write_json
+from qdukd.recipe import load_recipe
+from qdukd.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+VAL = "recipes/splits/photos_val.txt"
+SETS = [VAL, "../shared/data/benchmarks/Set5", "../shared/data/benchmarks/Set14"]
+SCORES = ("photos_val", "set5", "set14")
+METHODS = {
+    "gt": ['dukd.mode="gt"'],
+    "kd": ['dukd.mode="kd"'],
+    "kd_2x": ['dukd.mode="kd"'],  # iterations doubled in main()
+    "dukd": ['dukd.mode="dukd"'],
+    "dukd_two_step": ['dukd.mode="dukd"', 'dukd.schedule="two_step"'],
+    "dukd_no_zoom_out": ['dukd.mode="dukd"', "dukd.zoom_out=false"],
+    "dukd_zoom_out_q": ['dukd.mode="dukd"', "dukd.w_zoom_out=0.25"],
+}
+BITS = {"w4a4": (4, 4), "w8a8": (8, 8)}
+
+
+def base_overrides(args: argparse.Namespace) -> list[str]:
+    """What every run of the study shares: 48-px patches, the held-out validation split, logging."""
+    cache = ["teacher.cache=true"] if args.scale == 4 else []  # x4: the zoo's LR-pass cache exists
+    return ["data.patch=48", f"data.holdout=[\"{VAL}\"]", f"eval.sets={json.dumps(SETS)}",
+            f"train.val_every={args.val_every}", "train.log_every=25", "train.threads=1", *cache]
+
+
+def recipe_file(args: argparse.Namespace, precision: str) -> Path:
+    stage = "fp" if precision == "fp" else "w8a8"  # the W8A8 recipe's quant section, bits overridden
+    return ROOT / "recipes" / "deploy" / f"{args.student}_x{args.scale}_{stage}.toml"
+
+
+def run_overrides(args: argparse.Namespace, precision: str, method: str, seed: int, fp: Path) -> list[str]:
+    iters = args.iters * (2 if method == "kd_2x" else 1)
+    w, a = BITS[precision]
+    return [*base_overrides(args), f"student.init=\"{fp / 'last.pt'}\"", f"quant.w_bits={w}", f"quant.a_bits={a}",
+            f"train.iters={iters}", f"train.lr={args.lr}", f"train.seed={seed}", *METHODS[method]]
+
+
+def curve(run_dir: Path) -> list[dict[str, float]]:
+    with (run_dir / "val.csv").open(newline="") as f:
+        return [{k.removeprefix("psnr_y/").lower(): float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def train_all(args: argparse.Namespace) -> None:
+    results = json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}}
+    results["machine"] = machine()
+    runs = args.runs / f"{args.student}_x{args.scale}"
+    fp = runs / "fp"
+    if "fp" not in results["runs"]:
+        print(f"running FP {args.student} x{args.scale}", flush=True)
+        results["runs"]["fp"] = {**train_run(recipe_file(args, "fp"), fp, [
+            *base_overrides(args), f"train.iters={args.fp_iters}", "dukd.mode=\"kd\"",
+            f"train.val_every={args.fp_iters // 4}"]), "curve": curve(fp)}
+        write_json(args.out, results)
+    for seed in args.seeds:
+        for precision in args.precisions:
+            for method in args.methods:
+                key = f"x{args.scale}/{precision}/{method}/seed{seed}"
+                if key in results["runs"]:
+                    continue
+                print(f"running {key}", flush=True)
+                out = runs / key.replace("/", "_")
+                row = train_run(recipe_file(args, precision), out, run_overrides(args, precision, method, seed, fp))
+                results["runs"][key] = {**row, "curve": curve(out)}
+                results["peak_rss_mib"] = peak_rss_mib()
+                write_json(args.out, results)
+                print(f"  {key}: " + ", ".join(f"{s} {row[s]:.4f}" for s in SCORES), flush=True)
+
+
+def paired(runs: dict[str, dict], a: str, b: str) -> dict[str, dict[str, float]]:
+    """Mean +- sd over seeds of ``a - b`` per set, for the seeds where both ran."""
+    seeds = sorted({k.rsplit("/", 1)[1] for k in runs if k.startswith(a + "/")}
+                   & {k.rsplit("/", 1)[1] for k in runs if k.startswith(b + "/")})
+    out = {}
+    for s in SCORES:
+        d = [runs[f"{a}/{seed}"][s] - runs[f"{b}/{seed}"][s] for seed in seeds]
+        out[s] = {"mean": statistics.mean(d) if d else float("nan"),
+                  "sd": statistics.stdev(d) if len(d) > 1 else float("nan"), "n": len(d)}
+    return out
+
+
+def table(files: list[Path]) -> None:
+    runs: dict[str, dict] = {}
+    for f in files:
+        runs.update({k: v for k, v in json.loads(f.read_text())["runs"].items() if k != "fp"})
+    groups = sorted({k.rsplit("/", 2)[0] for k in runs})  # x4/w4a4
+    for g in groups:
+        methods = [m for m in METHODS if any(k.startswith(f"{g}/{m}/") for k in runs)]
+        print(f"\n{g}: PSNR_Y mean over seeds; paired difference vs KD and vs GT-only (mean ± sd, n)")
+        print("| method | n | val | Set5 | Set14 | - KD: val | Set5 | Set14 | - GT: val | Set5 | Set14 |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for m in methods:
+            rows = [v for k, v in runs.items() if k.startswith(f"{g}/{m}/")]
+            means = " | ".join(f"{statistics.mean(r[s] for r in rows):.4f}" for s in SCORES)
+            diffs = []
+            for ref in ("kd", "gt"):
+                p = paired(runs, f"{g}/{m}", f"{g}/{ref}")
+                diffs += ["—" if m == ref or not p[s]["n"] else f"{p[s]['mean']:+.4f} ± {p[s]['sd']:.4f}"
+                          for s in SCORES]
+            print(f"| {m} | {len(rows)} | {means} | " + " | ".join(diffs) + " |")
+
+
+def plot(files: list[Path], png: Path) -> None:
+    """Validation PSNR_Y against step, mean over seeds, one line per method, one panel per setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs: dict[str, dict] = {}
+    for f in files:
+        runs.update({k: v for k, v in json.loads(f.read_text())["runs"].items() if k != "fp"})
+    groups = sorted({k.rsplit("/", 2)[0] for k in runs})
+    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4), squeeze=False)
+    for ax, g in zip(axes[0], groups):
+        for m in METHODS:
+            curves = [v["curve"] for k, v in runs.items() if k.startswith(f"{g}/{m}/")]
+            if not curves:
+                continue
+            steps = [row["step"] for row in curves[0]]
+            mean = [statistics.mean(c[i]["photos_val"] for c in curves) for i in range(len(steps))]
+            ax.plot(steps, mean, marker=".", label=f"{m} (n={len(curves)})")
+        ax.set(title=f"{g}: validation PSNR_Y (mean over seeds)", xlabel="QAT step", ylabel="dB")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=80)
+    print(f"written {png}")
+
+
+def cost(args: argparse.Namespace) -> None:
+    """Median step time of every method on one batch, trainers interleaved step by step."""
+    torch.set_num_threads(1)
+    precision = args.precisions[0]
+    fp = args.runs / f"{args.student}_x{args.scale}" / "fp"
+    trainers = {}
+    for m in args.methods:
+        recipe = load_recipe(recipe_file(args, precision), run_overrides(args, precision, m, 0, fp))
+        trainers[m] = Trainer(recipe, args.runs / "cost" / m, progress=False)
+    times: dict[str, list[float]] = {m: [] for m in trainers}
+    for step in range(args.cost_steps + 3):
+        for m, t in trainers.items():
+            t0 = time.perf_counter()
+            t.train_step(0)
+            if step >= 3:
+                times[m].append(time.perf_counter() - t0)
+    med = {m: statistics.median(v) for m, v in times.items()}
+    result = {"setting": f"{args.student} x{args.scale} {precision}, batch 8 of 48x48 LR, PAN teacher",
+              "median_step_seconds": med, "steps": args.cost_steps, "threads": 1, "machine": machine()}
+    if "kd" in med:
+        result["over_kd"] = {m: v / med["kd"] for m, v in med.items()}
+    if {"dukd", "dukd_two_step"} <= set(med):
+        result["two_step_over_single"] = med["dukd_two_step"] / med["dukd"]
+    write_json(RESULTS / f"dukd_study_cost_x{args.scale}_{precision}.json", result)
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--student", default="quicksrnet_s", help="a deployable network with recipes/deploy files")
+    ap.add_argument("--scale", type=int, choices=(2, 4), default=4)
+    ap.add_argument("--precisions", nargs="+", choices=list(BITS), default=["w4a4"])
+    ap.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--iters", type=int, default=300, help="QAT iterations (kd_2x: twice this)")
+    ap.add_argument("--lr", type=float, default=1e-4, help="QAT learning rate")
+    ap.add_argument("--fp-iters", type=int, default=1000)
+    ap.add_argument("--val-every", type=int, default=75)
+    ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "study")
+    ap.add_argument("--out", type=Path, default=RESULTS / "dukd_study.json")
+    ap.add_argument("--table", type=Path, nargs="*", help="print the tables of these result files and exit")
+    ap.add_argument("--plot", type=Path, help="with --table: also draw the validation curves into this PNG")
+    ap.add_argument("--cost", action="store_true", help="time one step of each method side by side and exit")
+    ap.add_argument("--cost-steps", type=int, default=10)
+    args = ap.parse_args()
+    if args.table is not None:
+        table(args.table or [args.out])
+        if args.plot:
+            plot(args.table or [args.out], args.plot)
+    elif args.cost:
+        cost(args)
+    else:
+        train_all(args)
+
+
+if __name__ == "__main__":
+    main()
