@@ -14,13 +14,16 @@ import argparse
 import os
 import resource
 import sys
+from pathlib import Path
 
 import torch.distributed as dist
 
 from .cli import EXIT_OK, Parser, run
+from .errors import QdukdError
 from .recipe import load_recipe
 from .models import build_model
 from .models.custom import TRUST_FLAG
+from .report.training_page import write_training_report
 from .scoring import SetScore
 from .trainer import Trainer
 
@@ -30,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", help="a recipe file, or a shipped recipe's name (demo, cpu/w4a4, ...); an existing "
                                   "file wins")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. train.iters=1000")
-    p.add_argument("--out", required=True, help="run folder: checkpoints DIR/step_*.pt and DIR/last.pt, log.csv")
+    p.add_argument("--out", required=True, help="run folder: checkpoints DIR/step_*.pt and DIR/last.pt, log.csv, "
+                                                "val.csv, and the curves in DIR/report.html")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out (same recipe; iterations, logging and validation may change); "
                         "with no checkpoint there, start a new run")
@@ -60,6 +64,17 @@ def _print_summary(trainer: Trainer, scores: list[SetScore]) -> None:
     print(f"checkpoint: {trainer.out / 'last.pt'} (peak memory {peak:.0f} MiB)")
 
 
+def _write_report(out: Path) -> None:
+    """The run's curves as ``DIR/report.html`` (as ``python -m qdukd.report DIR`` writes it). The
+    checkpoint is already saved: a log the report cannot read is a warning, not a failed run."""
+    if not (out / "log.csv").is_file():  # stopped before its first logged step
+        return
+    try:
+        print(f"report: {write_training_report([out], out / 'report.html')} (open it in a browser)")
+    except QdukdError as e:
+        print(f"warning: no training report: {e}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
 
@@ -75,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             scores = trainer.fit()
             if trainer.dist.main:
                 _print_summary(trainer, scores)
+                _write_report(trainer.out)
             # Stopped by a signal: the checkpoint is saved, but the run is not finished.
             return EXIT_OK if trainer.stop_signal is None else 128 + trainer.stop_signal
         finally:

@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"float on ONNX Runtime CPU: {len(result.float_ops)} node(s): "
                   f"{', '.join(f'{op} x{n}' for op, n in counts.most_common())} (report.json names each, and why)")
         print(f"wrote {args.out}: {', '.join(result.files)}, triton/")
+        print(f"report: {Path(args.out) / 'report.html'} (open it in a browser: gate, every image, crops, model card)")
         return EXIT_OK if result.report.passed else EXIT_FAILED
 
     return run(body)

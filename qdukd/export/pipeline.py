@@ -1,6 +1,7 @@
 """The export job: checkpoint -> ONNX (Q/DQ, FP32, INT4) -> TensorRT -> parity gate -> artifacts.
 
-Everything is written into a staging folder beside ``--out`` and moved into place at the end,
+Everything (``report.json``, the browsable ``report.html``, the models, ``manifest.json``) is
+written into a staging folder beside ``--out`` and moved into place at the end,
 so a crash or a bad input (exit 2) never leaves half an export. A finished export whose parity
 gate failed (exit 1) is still moved into place, with ``report.json`` saying ``"passed": false``,
 so the failing graph can be inspected; deployment tooling must check ``passed``.
@@ -28,6 +29,7 @@ from ..checkpoint import load_checkpoint, student_from_checkpoint
 from ..config import to_dict
 from ..errors import QdukdError
 from ..quant import freeze
+from ..report.export_page import ExportFacts, write_export_report
 from ..scoring import torch_sr_function
 from . import onnx_export, tensorrt_engine, triton
 from .float_ops import float_ops
@@ -167,7 +169,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, profile: ExportPr
     try:
         log(f"exporting {student['model']} x{scale} ({len(layers)} quantized layers) for {profile.name}")
         onnx_export.export_onnx(deploy, staging / "model.onnx", profile.graph.opset, profile.graph.clip)
-        onnx_export.export_onnx(onnx_export.float_copy(model), staging / "model_fp32.onnx", profile.graph.opset)
+        fp32 = onnx_export.float_copy(model)
+        onnx_export.export_onnx(fp32, staging / "model_fp32.onnx", profile.graph.opset)
         if profile.graph.int4_weights:
             onnx_export.write_int4_variant(staging / "model.onnx", staging / "model_int4.onnx")
         violations = check_tensorrt(onnx.load(staging / "model.onnx"))
@@ -192,8 +195,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, profile: ExportPr
         name = f"{student['model']}_x{scale}"
         triton_models = triton.write_repository(staging / "triton", name, model_files, onnx_export.INPUT_NAME,
                                                 onnx_export.OUTPUT_NAME, profile.triton)
-        files = sorted(p.name for p in staging.iterdir() if p.is_file())
-        write_json(staging / "manifest.json", {
+        manifest = {
             "format": FORMAT, "version": VERSION,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "source": {"checkpoint": str(checkpoint), "sha256": sha256(checkpoint), "model": student["model"],
@@ -204,13 +206,18 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, profile: ExportPr
             "output": {"name": onnx_export.OUTPUT_NAME, "shape": ["N", 3, f"{scale}H", f"{scale}W"],
                        "dtype": "float32", "range": [0.0, 1.0]},
             "layers": [asdict(layer) for layer in layers],
-            "files": {f: {"bytes": (staging / f).stat().st_size, "sha256": sha256(staging / f)} for f in files},
+            "files": {},  # below, once report.html is written
             "onnxruntime": {"exact_u8u8": profile.onnxruntime.exact_u8u8,
                             "session_config": dict(profile.onnxruntime.session_config),
                             "session_config_on_export_machine": session_config(profile.onnxruntime)},
             "tensorrt_engine": engine_status, "triton_models": triton_models,
             "profile": to_dict(profile), "tools": tool_versions(), "passed": report.passed,
-        })
+        }
+        write_export_report(staging / "report.html", ExportFacts(report_dict, manifest, ckpt, fp32, report.outputs,
+                                                                 verify_sets, staging))
+        files = sorted(p.name for p in staging.iterdir() if p.is_file())
+        manifest["files"] = {f: {"bytes": (staging / f).stat().st_size, "sha256": sha256(staging / f)} for f in files}
+        write_json(staging / "manifest.json", manifest)
         _move_into_place(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

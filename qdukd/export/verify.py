@@ -24,7 +24,7 @@ from ..errors import NonFiniteOutput
 from ..images import to_tensor, to_uint8
 from ..metrics import Convention
 from ..models import Bicubic
-from ..scoring import SRFunction, score_set, torch_sr_function
+from ..scoring import SetScore, SRFunction, score_set, torch_sr_function
 from .runtime import ArrayFunction, Unavailable
 
 
@@ -59,11 +59,18 @@ class QualityFloor:
 
 @dataclass
 class GateReport:
+    """The gate's verdict. ``images``: one row per verify image (``set``, ``name``, ``psnr_y`` of
+    bicubic, PyTorch and every backend that ran, ``max_abs_diff_levels`` per backend), in set and
+    file order; ``outputs``: the uint8 images in that order, ``"lr"`` (the inputs), ``"bicubic"``,
+    ``"pytorch"`` and each backend that ran (for the HTML report; not in :meth:`to_dict`)."""
+
     passed: bool
     tolerance_db: float
     reference: BackendResult
     backends: list[BackendResult]
     quality: QualityFloor
+    images: list[dict] = field(default_factory=list)
+    outputs: dict[str, list[np.ndarray]] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
         ref, q = self.reference, self.quality
@@ -73,17 +80,18 @@ class GateReport:
                 "quality_floor": {"passed": q.passed, "min_gain_over_bicubic_db": q.min_gain_db,
                                   "bicubic_psnr_y": q.bicubic_psnr_y, "gain_over_bicubic_db": q.gain_db,
                                   "failure": q.failure},
-                "backends": [asdict(b) for b in self.backends]}
+                "backends": [asdict(b) for b in self.backends], "images": self.images}
 
 
 class _Recorder:
-    """An SR function that keeps every output, to compare backends image by image."""
+    """An SR function that keeps every input and output, to compare backends image by image."""
 
     def __init__(self, fn: SRFunction) -> None:
-        self.fn, self.outputs = fn, []
+        self.fn, self.inputs, self.outputs = fn, [], []
 
     def __call__(self, lr: np.ndarray) -> np.ndarray:
         sr = self.fn(lr)
+        self.inputs.append(lr)
         self.outputs.append(sr)
         return sr
 
@@ -101,10 +109,12 @@ def uint8_function(fn: ArrayFunction) -> SRFunction:
 
 
 def _quality_floor(ref: dict[str, float], sets: list[Path], scale: int, convention: Convention,
-                   min_gain_db: float) -> QualityFloor:
-    """Bicubic's PSNR_Y on every set, and the first set where the reference's gain falls short."""
-    bicubic = {s.name: s.psnr_y for s in (score_set(torch_sr_function(Bicubic(scale)), p, scale, convention, False)
-                                          for p in sets)}
+                   min_gain_db: float) -> tuple[QualityFloor, list[SetScore], list[np.ndarray]]:
+    """Bicubic's PSNR_Y on every set, and the first set where the reference's gain falls short
+    (with bicubic's scores and outputs, image by image)."""
+    rec = _Recorder(torch_sr_function(Bicubic(scale)))
+    scores = [score_set(rec, p, scale, convention, False) for p in sets]
+    bicubic = {s.name: s.psnr_y for s in scores}
     gain = {k: ref[k] - bicubic[k] for k in ref}
     short = next((k for k, g in gain.items() if not g >= min_gain_db), None)
     failure = None
@@ -113,7 +123,7 @@ def _quality_floor(ref: dict[str, float], sets: list[Path], scale: int, conventi
                    f"bicubic ({bicubic[short]:.2f} dB); the floor is {min_gain_db:+.2f} dB. The checkpoint is broken "
                    "or undertrained (lower the floor with --min-gain-over-bicubic only for a student meant to be "
                    "worse than bicubic)")
-    return QualityFloor(min_gain_db, bicubic, gain, failure)
+    return QualityFloor(min_gain_db, bicubic, gain, failure), scores, rec.outputs
 
 
 def run_gate(reference: SRFunction, backends: dict[str, Callable[[], ArrayFunction]], sets: list[Path],
@@ -142,7 +152,12 @@ def run_gate(reference: SRFunction, backends: dict[str, Callable[[], ArrayFuncti
     ref = BackendResult("pytorch", True, psnr_y=float(np.mean([s.psnr_y for s in ref_scores])),
                         seconds=sum(s.seconds for s in ref_scores),
                         sets={s.name: {"psnr_y": s.psnr_y} for s in ref_scores})
-    quality = _quality_floor({s.name: s.psnr_y for s in ref_scores}, sets, scale, convention, min_gain_db)
+    quality, bicubic, bicubic_out = _quality_floor({s.name: s.psnr_y for s in ref_scores}, sets, scale, convention,
+                                                   min_gain_db)
+    images = [{"set": s.name, "name": i.name, "psnr_y": {"bicubic": b.psnr_y, "pytorch": i.psnr_y},
+               "max_abs_diff_levels": {}}
+              for s, bs in zip(ref_scores, bicubic) for i, b in zip(s.images, bs.images)]
+    outputs = {"lr": ref_rec.inputs, "bicubic": bicubic_out, "pytorch": ref_rec.outputs}
     results = []
     for name, factory in backends.items():
         try:
@@ -156,14 +171,17 @@ def run_gate(reference: SRFunction, backends: dict[str, Callable[[], ArrayFuncti
         per_set = {s.name: {"psnr_y": s.psnr_y, "delta_psnr_y": s.psnr_y - r.psnr_y}
                    for s, r in zip(scores, ref_scores)}
         psnr_y = float(np.mean([s.psnr_y for s in scores]))
-        diff = max(int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
-                   for a, b in zip(rec.outputs, ref_rec.outputs))
+        diffs = [int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
+                 for a, b in zip(rec.outputs, ref_rec.outputs)]
+        for row, i, d in zip(images, (i for s in scores for i in s.images), diffs):
+            row["psnr_y"][name], row["max_abs_diff_levels"][name] = i.psnr_y, d
+        outputs[name] = rec.outputs
         ok = all(abs(v["delta_psnr_y"]) <= tolerance_db for v in per_set.values())
         results.append(BackendResult(name, True, psnr_y=psnr_y, delta_psnr_y=psnr_y - ref.psnr_y,
-                                     max_abs_diff_levels=diff, seconds=sum(s.seconds for s in scores),
+                                     max_abs_diff_levels=max(diffs), seconds=sum(s.seconds for s in scores),
                                      sets=per_set, passed=ok))
     passed = quality.passed and all(r.passed for r in results if r.ran)
-    return GateReport(passed, tolerance_db, ref, results, quality)
+    return GateReport(passed, tolerance_db, ref, results, quality, images, outputs)
 
 
 def format_report(report: GateReport) -> str:
