@@ -220,6 +220,25 @@ def exact_profile(job: str, args, out_file: Path) -> None:
         write_json(out_file, results)
 
 
+def fp_control(job: str, args, out_file: Path) -> None:
+    """The W8A8 stage without quantization: the FP model trained on with the W8A8 recipe's
+    iterations, rate and loss (KD), so FP-control minus W8A8 is the drop due to quantization alone
+    (the plain drop also counts the W8A8 stage's extra training)."""
+    runs = Path(args.runs_dir)
+    q = load_recipe(ROOT / f"recipes/deploy/{job}_w8a8.toml", [])
+    control = train(f"recipes/deploy/{job}_fp.toml", runs / f"{job}_fp_control",
+                    [f'student.init="{(runs / f"{job}_fp").relative_to(ROOT)}/last.pt"', f"train.iters={q.train.iters}",
+                     f"train.lr={q.train.lr}", f"train.threads={args.threads}"])
+    with locked(out_file):
+        results = load(out_file)
+        row = results["rows"][job]
+        row["fp_control"] = control
+        row["quant_drop"] = {s: control[s] - row["w8a8"][s] for s in ("set5", "set14")}
+        write_json(out_file, results)
+    print(f"[{job}] FP control {control['set5']:.4f} / {control['set14']:.4f}, drop due to quantization "
+          f"{row['quant_drop']['set5']:+.4f} / {row['quant_drop']['set14']:+.4f}", flush=True)
+
+
 def fmt_float_ops(lat: dict) -> str:
     """Compute ops left float, counted ('FusedConv+Clip x4'); data movement (SHAPE_OPS, Tile) is left
     out of the summary (the JSON keeps the full list with ONNX Runtime's reasons)."""
@@ -262,6 +281,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--quick", action="store_true", help="smoke run: 20 iterations, Set5 only, separate folders")
     ap.add_argument("--table", action="store_true", help="print the markdown table of the results and exit")
+    ap.add_argument("--fp-control", action="store_true",
+                    help="train finished rows' FP models on with the W8A8 stage's budget, no quantization")
     ap.add_argument("--exact", action="store_true",
                     help="export finished rows again with the onnxruntime-int8-exact profile (gate, latency)")
     args = ap.parse_args()
@@ -276,9 +297,9 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown jobs {unknown}; choose from {JOBS}")
     torch.set_num_threads(args.threads)
-    if args.exact:
+    if args.exact or args.fp_control:
         for job in jobs:
-            exact_profile(job, args, out_file)
+            (exact_profile if args.exact else fp_control)(job, args, out_file)
         return
     for job in jobs:
         if job in load(out_file)["rows"]:

@@ -17,8 +17,9 @@ Methods (each one change from ``dukd``, the single-step default, or from ``kd``)
     dukd_zoom_out_q  dukd with the zoom-out terms at a quarter weight (dukd.w_zoom_out = 0.25)
 
 Results are appended to ``benchmarks/results/dukd_study.json`` as runs finish; a rerun skips
-finished runs and continues an interrupted one from its checkpoint. Two processes can split the
-work with disjoint ``--seeds`` (each writes its own ``--out``; ``--table`` merges the files).
+finished runs and continues an interrupted one from its checkpoint. Several processes can share
+the grid, each with its own ``--out`` (``dukd_study*.json``): a process skips the runs another has
+recorded or is running; ``--table`` merges the files.
 ``--cost`` times one step of every method side by side on one batch instead (medians).
 
 Usage (from the project root, ../shared/data present):
@@ -40,6 +41,7 @@ import torch
 
 from common import RESULTS, machine, peak_rss_mib, train_run
 from qdukd.atomic import write_json
+from qdukd.errors import QdukdError
 from qdukd.recipe import load_recipe
 from qdukd.trainer import Trainer
 
@@ -83,6 +85,12 @@ def curve(run_dir: Path) -> list[dict[str, float]]:
         return [{k.removeprefix("psnr_y/").lower(): float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
+def finished_elsewhere(out: Path) -> set[str]:
+    """Runs recorded by sibling processes (other ``dukd_study*.json`` files beside ``out``)."""
+    return {k for f in out.parent.glob("dukd_study*.json") if f != out and "cost" not in f.name
+            for k in json.loads(f.read_text())["runs"]}
+
+
 def train_all(args: argparse.Namespace) -> None:
     results = json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}}
     results["machine"] = machine()
@@ -98,11 +106,18 @@ def train_all(args: argparse.Namespace) -> None:
         for precision in args.precisions:
             for method in args.methods:
                 key = f"x{args.scale}/{precision}/{method}/seed{seed}"
-                if key in results["runs"]:
+                if key in results["runs"] or key in finished_elsewhere(args.out):
                     continue
                 print(f"running {key}", flush=True)
                 out = runs / key.replace("/", "_")
-                row = train_run(recipe_file(args, precision), out, run_overrides(args, precision, method, seed, fp))
+                try:
+                    row = train_run(recipe_file(args, precision), out,
+                                    run_overrides(args, precision, method, seed, fp))
+                except QdukdError as e:
+                    if "in use by another training process" not in str(e):
+                        raise
+                    print(f"  {key}: another process is running it, skipped", flush=True)
+                    continue
                 results["runs"][key] = {**row, "curve": curve(out)}
                 results["peak_rss_mib"] = peak_rss_mib()
                 write_json(args.out, results)
@@ -121,10 +136,16 @@ def paired(runs: dict[str, dict], a: str, b: str) -> dict[str, dict[str, float]]
     return out
 
 
-def table(files: list[Path]) -> None:
+def merged_runs(files: list[Path]) -> dict[str, dict]:
+    """Every QAT run of the given result files (cost files and the FP stage left out)."""
     runs: dict[str, dict] = {}
     for f in files:
-        runs.update({k: v for k, v in json.loads(f.read_text())["runs"].items() if k != "fp"})
+        runs.update({k: v for k, v in json.loads(f.read_text()).get("runs", {}).items() if k != "fp"})
+    return runs
+
+
+def table(files: list[Path]) -> None:
+    runs = merged_runs(files)
     groups = sorted({k.rsplit("/", 2)[0] for k in runs})  # x4/w4a4
     for g in groups:
         methods = [m for m in METHODS if any(k.startswith(f"{g}/{m}/") for k in runs)]
@@ -140,6 +161,10 @@ def table(files: list[Path]) -> None:
                 diffs += ["—" if m == ref or not p[s]["n"] else f"{p[s]['mean']:+.4f} ± {p[s]['sd']:.4f}"
                           for s in SCORES]
             print(f"| {m} | {len(rows)} | {means} | " + " | ".join(diffs) + " |")
+        if any(k.startswith(f"{g}/kd_2x/") for k in runs) and any(k.startswith(f"{g}/dukd_two_step/") for k in runs):
+            p = paired(runs, f"{g}/dukd_two_step", f"{g}/kd_2x")
+            print(f"\ndukd_two_step - kd_2x (same number of Adam steps), n={p['photos_val']['n']}: " + ", ".join(
+                f"{s} {p[s]['mean']:+.4f} ± {p[s]['sd']:.4f}" for s in SCORES))
 
 
 def plot(files: list[Path], png: Path) -> None:
@@ -149,9 +174,7 @@ def plot(files: list[Path], png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs: dict[str, dict] = {}
-    for f in files:
-        runs.update({k: v for k, v in json.loads(f.read_text())["runs"].items() if k != "fp"})
+    runs = merged_runs(files)
     groups = sorted({k.rsplit("/", 2)[0] for k in runs})
     fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4), squeeze=False)
     for ax, g in zip(axes[0], groups):
