@@ -218,8 +218,9 @@ def _failure_hint(report: GateReport) -> str:
     failed = {b.name for b in report.backends if b.ran and not b.passed}
     if "onnxruntime-cpu-reference" in failed:
         return ("hint: the unfused reference differs too: the graph is not exact (clip = \"container\" lets "
-                "codes pass their grid), or the student amplifies float rounding differences between runtimes "
-                "(one flipped code spreads through later low-bit layers; QAT-trained students are usually "
+                "codes pass their grid where the student's learned ranges clip: export with "
+                "--target onnxruntime-int8-exact), or the student amplifies float rounding differences between "
+                "runtimes (one flipped code spreads through later low-bit layers; QAT-trained students are usually "
                 "stable): docs/EXPORT.md, parity gate")
     return ("hint: only optimised kernels differ; a student trained with quant.quantize_bias = false gets its "
             "biases rounded by ONNX Runtime (retrain with the default), otherwise try the exact graph "
