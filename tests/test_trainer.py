@@ -172,9 +172,10 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(tmp_path, teacher_file):
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
-def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, teacher_file):
+@pytest.mark.parametrize("schedule", ["single", "two_step"])
+def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, teacher_file, schedule):
     common = ["recipes/demo.toml", *TINY, f"teacher.weights=\"{teacher_file}\"", "train.iters=3",
-              "train.lr=1e-3", "quant={w_bits=8, a_bits=8}", "--no-progress"]
+              "train.lr=1e-3", "quant={w_bits=8, a_bits=8}", f"dukd.schedule=\"{schedule}\"", "--no-progress"]
     single = _cli(*common, "--out", str(tmp_path / "one"))
     assert single.wait(timeout=300) == 0, single.stderr.read()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -186,10 +187,17 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, teacher_fi
     a = load_checkpoint(tmp_path / "one" / "last.pt")["student"]
     b = load_checkpoint(tmp_path / "two" / "last.pt")["student"]
     # Adam turns float-summation noise in near-zero gradients into steps of up to ~lr, so the
-    # tolerance is a fraction of one step (lr 1e-3, 3 steps: weights move up to 3e-3).
-    for k in a:
-        if a[k].dtype.is_floating_point:
+    # tolerance is a fraction of one step (lr 1e-3, 3 steps: weights move up to 3e-3). Two-step
+    # makes twice the Adam steps, and a flipped rounding decision of a weight's LSQ step size moves
+    # that element by about a step: there the test is that such elements stay rare (a wrong
+    # gradient reduction would move most of them) and within two steps.
+    floats = [k for k in a if a[k].dtype.is_floating_point]
+    if schedule == "single":
+        for k in floats:
             assert torch.allclose(a[k], b[k], atol=2.5e-4, rtol=0), k
+    else:
+        diff = torch.cat([(a[k] - b[k]).abs().flatten() for k in floats])
+        assert float((diff > 2.5e-4).float().mean()) < 0.02 and float(diff.max()) < 2e-3
     init = Trainer(load_recipe(ROOT / "recipes" / "demo.toml", [*TINY, f"teacher.weights=\"{teacher_file}\"",
                                                                  "quant={w_bits=8, a_bits=8}"]),
                    tmp_path / "init", progress=False)
