@@ -242,3 +242,11 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         return Recipe.from_dict(data).with_overrides(list(overrides)).check()
     except QdukdError as e:
         raise QdukdError(f"{path}: {e}") from None
+
+
+def method_label(recipe: dict[str, Any]) -> str:
+    """The training method a stored recipe (``checkpoint["recipe"]``) names, as reports show it:
+    ``gt``, ``kd``, ``dukd`` or ``dukd (two-step)``; ``?`` when it names none."""
+    dukd = recipe.get("dukd") if isinstance(recipe.get("dukd"), dict) else {}
+    mode = str(dukd.get("mode", "?"))
+    return f"{mode} (two-step)" if mode == "dukd" and dukd.get("schedule") == "two_step" else mode

@@ -63,3 +63,12 @@ def test_extends_and_overrides(tmp_path):
     assert (r.train.iters, r.train.lr) == (7, 0.5)
     assert r.student.args == {"num_feat": 8, "num_block": 2}
     assert r.quant is not None and r.quant.w_bits == 8
+
+
+def test_reports_name_the_dukd_schedule():
+    from qdukd.recipe import method_label
+
+    assert method_label({"dukd": {"mode": "dukd", "schedule": "two_step"}}) == "dukd (two-step)"
+    assert method_label({"dukd": {"mode": "dukd", "schedule": "single"}}) == "dukd"
+    assert method_label({"dukd": {"mode": "kd", "schedule": "two_step"}}) == "kd"  # no auxiliary step without DUKD
+    assert method_label({}) == "?"

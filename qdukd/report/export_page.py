@@ -24,6 +24,7 @@ from ..data import find_pairs, set_name
 from ..images import modcrop, read_image
 from ..models.common import Add
 from ..quant import FakeQuantizer
+from ..recipe import method_label
 from . import panels
 from .html import Raw, cell, figure, fmt, join, page, pixel_image, table, tag, write_page
 
@@ -322,7 +323,7 @@ def model_card(facts: ExportFacts) -> list[Raw]:
     summary = [["architecture", f"{src['model']}({args}), x{src['scale']}"],
                ["parameters", f"{parameter_count(facts.model):,}"],
                ["quantization", bits],
-               ["training method", recipe.get("dukd", {}).get("mode", DASH)],
+               ["training method", method_label(recipe) if recipe.get("dukd") else DASH],
                ["iterations", f"{ckpt.get('step')} of {train.get('iters', DASH)}"],
                ["validation PSNR_Y (checkpoint)", ", ".join(f"{k}: {v:.4f} dB" for k, v in metrics.items())
                 or f"{DASH} (not validated)"],

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import QdukdError
+from ..recipe import method_label
 from ..torchfile import read_torch_file
 from .html import Raw, cell, fmt, page, plot_image, table, tag, write_page
 
@@ -107,7 +108,7 @@ def _checkpoint(folder: Path) -> tuple[dict[str, str], dict[str, list[tuple[int,
     student, quant = recipe.get("student", {}), recipe.get("quant")
     args = ", ".join(f"{k}={v}" for k, v in (student.get("args") or {}).items())
     summary = {"model": f"{student.get('model', '?')}({args}) x{recipe.get('data', {}).get('scale', '?')}",
-               "method": str(recipe.get("dukd", {}).get("mode", "?")),
+               "method": method_label(recipe),
                "bits": f"W{quant['w_bits']}A{quant['a_bits']}" if isinstance(quant, dict) else "float",
                "iters": str(recipe.get("train", {}).get("iters", "?"))}
     metrics, step = ckpt.get("metrics") or {}, ckpt.get("step")
