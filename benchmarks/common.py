@@ -92,7 +92,7 @@ assert conv_macs(torch.nn.ConvTranspose2d(56, 3, 9, stride=4, padding=4, output_
 def train_run(recipe_file: str | Path, out: Path, overrides: list[str]) -> dict:
     """Train one recipe (resuming a run ``out`` already holds) and return its final PSNR_Y per set.
 
-    Returns ``{"recipe", "overrides", "seconds", "it_per_s", <set name lowercased>: PSNR_Y, ...}``.
+    Returns ``{"recipe", "overrides", "iters", "seconds", "it_per_s", <set name lowercased>: PSNR_Y, ...}``.
     A run stopped by a signal records nothing: the script exits and a rerun continues it.
     """
     from qdukd.recipe import load_recipe
@@ -105,5 +105,5 @@ def train_run(recipe_file: str | Path, out: Path, overrides: list[str]) -> dict:
     seconds = time.perf_counter() - t0
     if trainer.step < recipe.train.iters:
         raise SystemExit(f"stopped at step {trainer.step} of {out}; rerun to continue this run")
-    return {"recipe": str(recipe_file), "overrides": overrides, "seconds": seconds,
+    return {"recipe": str(recipe_file), "overrides": overrides, "iters": recipe.train.iters, "seconds": seconds,
             "it_per_s": (recipe.train.iters - start) / seconds, **{s.name.lower(): s.psnr_y for s in scores}}

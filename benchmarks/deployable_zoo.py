@@ -100,7 +100,6 @@ def train(recipe_file: str, out: Path, overrides: list[str]) -> dict:
     """``python -m qdukd.train RECIPE --out OUT --resume OVERRIDES`` in this process."""
     row = train_run(ROOT / recipe_file, out, overrides)
     return {"command": f"python -m qdukd.train {recipe_file} --out {out.relative_to(ROOT)} " + " ".join(overrides),
-            "iters": load_recipe(ROOT / recipe_file, overrides).train.iters,
             **{k: v for k, v in row.items() if k not in ("recipe", "overrides")}}
 
 

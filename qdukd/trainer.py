@@ -421,9 +421,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{terms['total']:.4f}", it_s=f"{rate:.2f}",
                                     **{f"psnr_{k}": f"{v:.2f}" for k, v in self.metrics.items()})
                 if r.train.val_every and self.step % r.train.val_every == 0 and self.step < r.train.iters:
-                    scores = self.validate()
-                    if val_log:
-                        val_log.write({"step": self.step, **{f"psnr_y/{k}": v for k, v in self.metrics.items()}})
+                    scores = self._validate_and_log(val_log)
                     if tb:
                         for k, v in self.metrics.items():
                             tb.add_scalar(f"psnr_y/{k}", v, self.step)
@@ -435,9 +433,7 @@ class Trainer:
                     tqdm.write(f"signal {self._stop_signal}: stopped after step {self.step}, saved {path}; "
                                "continue with --resume", file=sys.stderr)
             else:
-                scores = self.validate()
-                if val_log:
-                    val_log.write({"step": self.step, **{f"psnr_y/{k}": v for k, v in self.metrics.items()}})
+                scores = self._validate_and_log(val_log)
                 self.save()  # again, now with the validation metrics
         finally:
             bar.close()
@@ -445,6 +441,12 @@ class Trainer:
                 signal.signal(s, h)
             if tb:
                 tb.close()
+        return scores
+
+    def _validate_and_log(self, val_log: _CsvLog | None) -> list[SetScore]:
+        scores = self.validate()
+        if val_log:
+            val_log.write({"step": self.step, **{f"psnr_y/{k}": v for k, v in self.metrics.items()}})
         return scores
 
     @property
