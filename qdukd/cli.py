@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import errno
+import signal
 import sys
 import tempfile
+import threading
 import traceback
 import warnings
 from pathlib import Path
@@ -29,11 +31,14 @@ def run(main: Callable[[], int]) -> int:
     """Run a CLI body and map its outcome to an exit code.
 
     Bad input (:class:`QdukdError`, or a file-system error on a path the user named) prints one
-    ``error:`` line and exits 2; Ctrl-C exits 130; anything else is a bug: the traceback and
-    exit code 3.
+    ``error:`` line and exits 2; Ctrl-C exits 130; SIGTERM exits 143 once ``finally`` blocks have
+    removed their temporary files; anything else is a bug: the traceback and exit code 3.
     """
     warnings.simplefilter("default", UserWarning)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+    # Python's default SIGTERM kills the process where it stands, leaving hidden .tmp files behind.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if in_main else None
     try:
         return main()
     except QdukdError as e:
@@ -49,6 +54,13 @@ def run(main: Callable[[], int]) -> int:
         return 130
     except Exception:
         return _crash()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminated(signum: int, frame: object) -> NoReturn:
+    sys.exit(128 + signum)  # SystemExit unwinds through every finally block on its way out
 
 
 def _os_error_line(e: OSError) -> str:

@@ -61,3 +61,24 @@ def test_reading_the_umask_does_not_change_it(monkeypatch):
         assert atomic._read_umask() == 0o027 and os.umask(0o027) == 0o027
     finally:
         os.umask(mask)
+
+
+def test_sigterm_during_a_cli_write_exits_143_and_leaves_no_temporary_file(tmp_path):
+    # A real SIGTERM to a real process, in the middle of an atomic write under the CLI runner.
+    program = f"""
+import os, signal, sys, time
+from qdukd.atomic import atomic_path
+from qdukd.cli import run
+
+def body():
+    with atomic_path({str(tmp_path / 'out.png')!r}) as tmp:
+        tmp.write_bytes(b"half an image")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+    return 0
+
+sys.exit(run(body))
+"""
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 143, done.stderr
+    assert list(tmp_path.iterdir()) == []
