@@ -2,12 +2,14 @@
 
 Issue #11. Stage 1 trains one FP student per scale (KD from the PAN teacher, the deployable
 recipe at 48-px patches); stage 2 runs QAT from it for every precision x method x seed. The
+precision ``fp`` trains the FP student from scratch with each method instead (``--fp-iters``, the
+FP recipe's rate and cosine schedule). The
 validation split (``recipes/splits/photos_val.txt``) is held out of training and scored every
 ``--val-every`` steps (``val.csv`` of each run folder: the curves); Set5 / Set14 are scored too and
 only reported. A seed fixes the patches and the quantizer calibration, so runs with one seed are
 paired across methods.
 
-Methods (each one change from ``dukd``, the single-step default, or from ``kd``):
+Methods (each one change from ``dukd`` (single step), ``dukd_two_step`` or ``kd``):
     gt               L1 to HR only
     kd               + L1 to the teacher's output
     kd_2x            kd with twice the iterations: as many Adam steps as dukd_two_step
@@ -15,15 +17,22 @@ Methods (each one change from ``dukd``, the single-step default, or from ``kd``)
     dukd_two_step    the reference code's schedule: a step on pix+kd, then one on the rest
     dukd_no_zoom_out dukd without the zoom-out terms
     dukd_zoom_out_q  dukd with the zoom-out terms at a quarter weight (dukd.w_zoom_out = 0.25)
+    two_step_no_zoom_out, two_step_zoom_out_q   the same two changes made to dukd_two_step
 
 Results are appended to ``benchmarks/results/dukd_study.json`` as runs finish; a rerun skips
 finished runs and continues an interrupted one from its checkpoint. Several processes can share
-the grid, each with its own ``--out`` (``dukd_study*.json``): a process skips the runs another has
-recorded or is running; ``--table`` merges the files.
+the grid, each with its own ``--out`` (``dukd_study*.json``, one student each): a process skips
+the runs another has recorded or is running, and waits while another trains the FP stage;
+``--table`` merges the files. ``--zoom-in-cache`` reads the zoom-in targets from the teacher's
+whole-HR-image outputs (a one-off pass, ``teacher.cache_zoom_in``) instead of running the teacher
+on every tile: the only way the DUKD runs fit at x4 on these CPUs; each run's overrides record it.
 ``--cost`` times one step of every method side by side on one batch instead (medians).
 
 Usage (from the project root, ../shared/data present):
     python benchmarks/dukd_study.py --scale 4 --precisions w4a4 --seeds 0 1 2 --iters 300
+    python benchmarks/dukd_study.py --scale 4 --precisions w8a8 fp --zoom-in-cache --out benchmarks/results/dukd_study_w8a8.json
+    python benchmarks/dukd_study.py --scale 2 --methods kd --seeds 0 --lr 3e-4 --runs runs/study_lr/lr3e-4 \
+        --fp-run runs/study/quicksrnet_s_x2/fp --out benchmarks/results/dukd_study_lr/x2_w4a4_lr3e-4.json
     python benchmarks/dukd_study.py --table benchmarks/results/dukd_study*.json --plot docs/img/dukd_study.png
     python benchmarks/dukd_study.py --cost --scale 4 --precisions w4a4
 """
@@ -57,13 +66,20 @@ METHODS = {
     "dukd_two_step": ['dukd.mode="dukd"', 'dukd.schedule="two_step"'],
     "dukd_no_zoom_out": ['dukd.mode="dukd"', "dukd.zoom_out=false"],
     "dukd_zoom_out_q": ['dukd.mode="dukd"', "dukd.w_zoom_out=0.25"],
+    "two_step_no_zoom_out": ['dukd.mode="dukd"', 'dukd.schedule="two_step"', "dukd.zoom_out=false"],
+    "two_step_zoom_out_q": ['dukd.mode="dukd"', 'dukd.schedule="two_step"', "dukd.w_zoom_out=0.25"],
 }
-BITS = {"w4a4": (4, 4), "w8a8": (8, 8)}
+BITS = {"w4a4": (4, 4), "w8a8": (8, 8), "fp": None}  # fp: from scratch, no QAT
+# QAT rate per scale, chosen with KD on the validation split (seed 0, 300 iterations): x4 keeps the
+# reference's 1e-4 (KD given twice the steps gains +0.004 dB there); at x2 W4A4 1e-4 had not
+# converged and 1e-3 scored best of 1e-4 / 3e-4 / 1e-3 / 3e-3 (docs/RESULTS.md, section 10).
+QAT_LR = {4: 1e-4, 2: 1e-3}
 
 
 def base_overrides(args: argparse.Namespace) -> list[str]:
     """What every run of the study shares: 48-px patches, the held-out validation split, logging."""
     cache = ["teacher.cache=true"] if args.scale == 4 else []  # x4: the zoo's LR-pass cache exists
+    cache += ["teacher.cache_zoom_in=true"] if args.zoom_in_cache else []
     return ["data.patch=48", f"data.holdout=[\"{VAL}\"]", f"eval.sets={json.dumps(SETS)}",
             f"train.val_every={args.val_every}", "train.log_every=25", "train.threads=1", *cache]
 
@@ -74,10 +90,12 @@ def recipe_file(args: argparse.Namespace, precision: str) -> Path:
 
 
 def run_overrides(args: argparse.Namespace, precision: str, method: str, seed: int, fp: Path) -> list[str]:
-    iters = args.iters * (2 if method == "kd_2x" else 1)
+    twice = 2 if method == "kd_2x" else 1
+    if BITS[precision] is None:  # from scratch at the FP recipe's rate
+        return [*base_overrides(args), f"train.iters={args.fp_iters * twice}", f"train.seed={seed}", *METHODS[method]]
     w, a = BITS[precision]
     return [*base_overrides(args), f"student.init=\"{fp / 'last.pt'}\"", f"quant.w_bits={w}", f"quant.a_bits={a}",
-            f"train.iters={iters}", f"train.lr={args.lr}", f"train.seed={seed}", *METHODS[method]]
+            f"train.iters={args.iters * twice}", f"train.lr={args.lr or QAT_LR[args.scale]}", f"train.seed={seed}", *METHODS[method]]
 
 
 def curve(run_dir: Path) -> list[dict[str, float]]:
@@ -85,37 +103,54 @@ def curve(run_dir: Path) -> list[dict[str, float]]:
         return [{k.removeprefix("psnr_y/").lower(): float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def finished_elsewhere(out: Path) -> set[str]:
-    """Runs recorded by sibling processes (other ``dukd_study*.json`` files beside ``out``)."""
-    return {k for f in out.parent.glob("dukd_study*.json") if f != out and "cost" not in f.name
-            for k in json.loads(f.read_text())["runs"]}
+def result_files(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.glob("dukd_study*.json") if "cost" not in f.name)
+
+
+def finished_elsewhere(out: Path, student: str) -> set[str]:
+    """Runs of ``student`` recorded by sibling processes (other result files beside ``out``)."""
+    siblings = (json.loads(f.read_text()) for f in result_files(out.parent) if f != out)
+    return {k for d in siblings if d["student"] == student for k in d["runs"]}
+
+
+def train_once(recipe: Path, out: Path, overrides: list[str], wait: bool) -> dict | None:
+    """``train_run``; None if another process holds ``out`` (or, with ``wait``, once it has let go)."""
+    while True:
+        try:
+            return train_run(recipe, out, overrides)
+        except QdukdError as e:
+            if "in use by another training process" not in str(e):
+                raise
+            if not wait:
+                return None
+            time.sleep(30)
 
 
 def train_all(args: argparse.Namespace) -> None:
-    results = json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}}
+    results = json.loads(args.out.read_text()) if args.out.exists() else {"student": args.student, "runs": {}}
+    if results["student"] != args.student:
+        raise SystemExit(f"{args.out} holds {results['student']} runs: give --student {args.student} its own --out")
     results["machine"] = machine()
     runs = args.runs / f"{args.student}_x{args.scale}"
-    fp = runs / "fp"
-    if "fp" not in results["runs"]:
-        print(f"running FP {args.student} x{args.scale}", flush=True)
-        results["runs"]["fp"] = {**train_run(recipe_file(args, "fp"), fp, [
-            *base_overrides(args), f"train.iters={args.fp_iters}", "dukd.mode=\"kd\"",
-            f"train.val_every={args.fp_iters // 4}"]), "curve": curve(fp)}
+    fp = args.fp_run or runs / "fp"
+    if "fp" not in results["runs"] and any(BITS[p] for p in args.precisions):  # QAT starts from it
+        print(f"running FP {args.student} x{args.scale}", flush=True)  # or re-validating a sibling's
+        shared = [o for o in base_overrides(args) if not o.startswith("teacher.cache_zoom_in")]  # KD: unused
+        results["runs"]["fp"] = {**train_once(recipe_file(args, "fp"), fp, [
+            *shared, f"train.iters={args.fp_iters}", "dukd.mode=\"kd\"",
+            f"train.val_every={args.fp_iters // 4}"], wait=True), "curve": curve(fp)}
         write_json(args.out, results)
     for seed in args.seeds:
         for precision in args.precisions:
             for method in args.methods:
                 key = f"x{args.scale}/{precision}/{method}/seed{seed}"
-                if key in results["runs"] or key in finished_elsewhere(args.out):
+                if key in results["runs"] or key in finished_elsewhere(args.out, args.student):
                     continue
                 print(f"running {key}", flush=True)
                 out = runs / key.replace("/", "_")
-                try:
-                    row = train_run(recipe_file(args, precision), out,
-                                    run_overrides(args, precision, method, seed, fp))
-                except QdukdError as e:
-                    if "in use by another training process" not in str(e):
-                        raise
+                row = train_once(recipe_file(args, precision), out,
+                                 run_overrides(args, precision, method, seed, fp), wait=False)
+                if row is None:
                     print(f"  {key}: another process is running it, skipped", flush=True)
                     continue
                 results["runs"][key] = {**row, "curve": curve(out)}
@@ -137,10 +172,14 @@ def paired(runs: dict[str, dict], a: str, b: str) -> dict[str, dict[str, float]]
 
 
 def merged_runs(files: list[Path]) -> dict[str, dict]:
-    """Every QAT run of the given result files (cost files and the FP stage left out)."""
+    """Every study run of the given result files as ``student/x4/w4a4/kd/seed0`` (FP stages and
+    ``--cost`` files left out)."""
     runs: dict[str, dict] = {}
     for f in files:
-        runs.update({k: v for k, v in json.loads(f.read_text()).get("runs", {}).items() if k != "fp"})
+        if "cost" in f.name:
+            continue
+        d = json.loads(f.read_text())
+        runs.update({f"{d['student']}/{k}": v for k, v in d["runs"].items() if k != "fp"})
     return runs
 
 
@@ -149,7 +188,9 @@ def table(files: list[Path]) -> None:
     groups = sorted({k.rsplit("/", 2)[0] for k in runs})  # x4/w4a4
     for g in groups:
         methods = [m for m in METHODS if any(k.startswith(f"{g}/{m}/") for k in runs)]
-        print(f"\n{g}: PSNR_Y mean over seeds; paired difference vs KD and vs GT-only (mean ± sd, n)")
+        cached = any("teacher.cache_zoom_in=true" in v["overrides"] for k, v in runs.items() if k.startswith(g + "/"))
+        print(f"\n{g}: PSNR_Y mean over seeds; paired difference vs KD and vs GT-only (mean ± sd, n); "
+              f"zoom-in targets {'from the cache' if cached else 'on the fly'}")
         print("| method | n | val | Set5 | Set14 | - KD: val | Set5 | Set14 | - GT: val | Set5 | Set14 |")
         print("|---|---|---|---|---|---|---|---|---|---|---|")
         for m in methods:
@@ -176,8 +217,12 @@ def plot(files: list[Path], png: Path) -> None:
 
     runs = merged_runs(files)
     groups = sorted({k.rsplit("/", 2)[0] for k in runs})
-    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4), squeeze=False)
-    for ax, g in zip(axes[0], groups):
+    cols = min(3, len(groups))
+    rows = -(-len(groups) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4 * rows), squeeze=False)
+    for ax in axes.flat[len(groups):]:
+        ax.axis("off")
+    for ax, g in zip(axes.flat, groups):
         for m in METHODS:
             curves = [v["curve"] for k, v in runs.items() if k.startswith(f"{g}/{m}/")]
             if not curves:
@@ -185,7 +230,7 @@ def plot(files: list[Path], png: Path) -> None:
             steps = [row["step"] for row in curves[0]]
             mean = [statistics.mean(c[i]["photos_val"] for c in curves) for i in range(len(steps))]
             ax.plot(steps, mean, marker=".", label=f"{m} (n={len(curves)})")
-        ax.set(title=f"{g}: validation PSNR_Y (mean over seeds)", xlabel="QAT step", ylabel="dB")
+        ax.set(title=f"{g}: validation PSNR_Y (mean over seeds)", xlabel="step", ylabel="dB")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -198,7 +243,7 @@ def cost(args: argparse.Namespace) -> None:
     """Median step time of every method on one batch, trainers interleaved step by step."""
     torch.set_num_threads(1)
     precision = args.precisions[0]
-    fp = args.runs / f"{args.student}_x{args.scale}" / "fp"
+    fp = args.fp_run or args.runs / f"{args.student}_x{args.scale}" / "fp"
     trainers = {}
     for m in args.methods:
         recipe = load_recipe(recipe_file(args, precision), run_overrides(args, precision, m, 0, fp))
@@ -211,13 +256,14 @@ def cost(args: argparse.Namespace) -> None:
             if step >= 3:
                 times[m].append(time.perf_counter() - t0)
     med = {m: statistics.median(v) for m, v in times.items()}
-    result = {"setting": f"{args.student} x{args.scale} {precision}, batch 8 of 48x48 LR, PAN teacher",
+    zoom_in = "zoom-in targets from the cache" if args.zoom_in_cache else "zoom-in teacher on the fly"
+    result = {"setting": f"{args.student} x{args.scale} {precision}, batch 8 of 48x48 LR, PAN teacher, {zoom_in}",
               "median_step_seconds": med, "steps": args.cost_steps, "threads": 1, "machine": machine()}
     if "kd" in med:
         result["over_kd"] = {m: v / med["kd"] for m, v in med.items()}
     if {"dukd", "dukd_two_step"} <= set(med):
         result["two_step_over_single"] = med["dukd_two_step"] / med["dukd"]
-    write_json(RESULTS / f"dukd_study_cost_x{args.scale}_{precision}.json", result)
+    write_json(RESULTS / f"dukd_study_cost_x{args.scale}_{precision}{'_zoomcache' * args.zoom_in_cache}.json", result)
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1))
 
 
@@ -229,10 +275,12 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--iters", type=int, default=300, help="QAT iterations (kd_2x: twice this)")
-    ap.add_argument("--lr", type=float, default=1e-4, help="QAT learning rate")
+    ap.add_argument("--lr", type=float, help="QAT learning rate (default: QAT_LR of the scale)")
     ap.add_argument("--fp-iters", type=int, default=1000)
     ap.add_argument("--val-every", type=int, default=75)
+    ap.add_argument("--zoom-in-cache", action="store_true", help="DUKD's zoom-in targets from a one-off teacher pass")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "study")
+    ap.add_argument("--fp-run", type=Path, help="the FP stage's run folder (default: in --runs)")
     ap.add_argument("--out", type=Path, default=RESULTS / "dukd_study.json")
     ap.add_argument("--table", type=Path, nargs="*", help="print the tables of these result files and exit")
     ap.add_argument("--plot", type=Path, help="with --table: also draw the validation curves into this PNG")
