@@ -30,7 +30,8 @@ on every tile: the only way the DUKD runs fit at x4 on these CPUs; each run's ov
 
 Usage (from the project root, ../shared/data present):
     python benchmarks/dukd_study.py --scale 4 --precisions w4a4 --seeds 0 1 2 --iters 300
-    python benchmarks/dukd_study.py --scale 4 --precisions w8a8 fp --zoom-in-cache --out benchmarks/results/dukd_study_w8a8.json
+    python benchmarks/dukd_study.py --scale 4 --precisions w8a8 --zoom-in-cache \
+        --out benchmarks/results/dukd_study_w8a8.json
     python benchmarks/dukd_study.py --scale 2 --methods kd --seeds 0 --lr 3e-4 --runs runs/study_lr/lr3e-4 \
         --fp-run runs/study/quicksrnet_s_x2/fp --out benchmarks/results/dukd_study_lr/x2_w4a4_lr3e-4.json
     python benchmarks/dukd_study.py --table benchmarks/results/dukd_study*.json --plot docs/img/dukd_study.png
@@ -79,7 +80,6 @@ QAT_LR = {4: 1e-4, 2: 1e-3}
 def base_overrides(args: argparse.Namespace) -> list[str]:
     """What every run of the study shares: 48-px patches, the held-out validation split, logging."""
     cache = ["teacher.cache=true"] if args.scale == 4 else []  # x4: the zoo's LR-pass cache exists
-    cache += ["teacher.cache_zoom_in=true"] if args.zoom_in_cache else []
     return ["data.patch=48", f"data.holdout=[\"{VAL}\"]", f"eval.sets={json.dumps(SETS)}",
             f"train.val_every={args.val_every}", "train.log_every=25", "train.threads=1", *cache]
 
@@ -91,11 +91,13 @@ def recipe_file(args: argparse.Namespace, precision: str) -> Path:
 
 def run_overrides(args: argparse.Namespace, precision: str, method: str, seed: int, fp: Path) -> list[str]:
     twice = 2 if method == "kd_2x" else 1
+    shared = [*base_overrides(args), *(["teacher.cache_zoom_in=true"] if args.zoom_in_cache else [])]
     if BITS[precision] is None:  # from scratch at the FP recipe's rate
-        return [*base_overrides(args), f"train.iters={args.fp_iters * twice}", f"train.seed={seed}", *METHODS[method]]
+        return [*shared, f"train.iters={args.fp_iters * twice}", f"train.seed={seed}", *METHODS[method]]
     w, a = BITS[precision]
-    return [*base_overrides(args), f"student.init=\"{fp / 'last.pt'}\"", f"quant.w_bits={w}", f"quant.a_bits={a}",
-            f"train.iters={args.iters * twice}", f"train.lr={args.lr or QAT_LR[args.scale]}", f"train.seed={seed}", *METHODS[method]]
+    return [*shared, f"student.init=\"{fp / 'last.pt'}\"", f"quant.w_bits={w}", f"quant.a_bits={a}",
+            f"train.iters={args.iters * twice}", f"train.lr={args.lr or QAT_LR[args.scale]}", f"train.seed={seed}",
+            *METHODS[method]]
 
 
 def curve(run_dir: Path) -> list[dict[str, float]]:
@@ -103,13 +105,14 @@ def curve(run_dir: Path) -> list[dict[str, float]]:
         return [{k.removeprefix("psnr_y/").lower(): float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def result_files(folder: Path) -> list[Path]:
-    return sorted(f for f in folder.glob("dukd_study*.json") if "cost" not in f.name)
+def is_result_file(f: Path) -> bool:
+    return "cost" not in f.name  # dukd_study_cost_*.json hold --cost timings, not runs
 
 
 def finished_elsewhere(out: Path, student: str) -> set[str]:
     """Runs of ``student`` recorded by sibling processes (other result files beside ``out``)."""
-    siblings = (json.loads(f.read_text()) for f in result_files(out.parent) if f != out)
+    siblings = (json.loads(f.read_text()) for f in out.parent.glob("dukd_study*.json")
+                if f != out and is_result_file(f))
     return {k for d in siblings if d["student"] == student for k in d["runs"]}
 
 
@@ -135,9 +138,8 @@ def train_all(args: argparse.Namespace) -> None:
     fp = args.fp_run or runs / "fp"
     if "fp" not in results["runs"] and any(BITS[p] for p in args.precisions):  # QAT starts from it
         print(f"running FP {args.student} x{args.scale}", flush=True)  # or re-validating a sibling's
-        shared = [o for o in base_overrides(args) if not o.startswith("teacher.cache_zoom_in")]  # KD: unused
         results["runs"]["fp"] = {**train_once(recipe_file(args, "fp"), fp, [
-            *shared, f"train.iters={args.fp_iters}", "dukd.mode=\"kd\"",
+            *base_overrides(args), f"train.iters={args.fp_iters}", "dukd.mode=\"kd\"",
             f"train.val_every={args.fp_iters // 4}"], wait=True), "curve": curve(fp)}
         write_json(args.out, results)
     for seed in args.seeds:
@@ -175,9 +177,7 @@ def merged_runs(files: list[Path]) -> dict[str, dict]:
     """Every study run of the given result files as ``student/x4/w4a4/kd/seed0`` (FP stages and
     ``--cost`` files left out)."""
     runs: dict[str, dict] = {}
-    for f in files:
-        if "cost" in f.name:
-            continue
+    for f in filter(is_result_file, files):
         d = json.loads(f.read_text())
         runs.update({f"{d['student']}/{k}": v for k, v in d["runs"].items() if k != "fp"})
     return runs
