@@ -51,7 +51,7 @@ import torch
 
 from common import RESULTS, machine, peak_rss_mib, train_run
 from qdukd.atomic import write_json
-from qdukd.errors import QdukdError
+from qdukd.errors import RunFolderBusy
 from qdukd.recipe import load_recipe
 from qdukd.trainer import Trainer
 
@@ -121,9 +121,7 @@ def train_once(recipe: Path, out: Path, overrides: list[str], wait: bool) -> dic
     while True:
         try:
             return train_run(recipe, out, overrides)
-        except QdukdError as e:
-            if "in use by another training process" not in str(e):
-                raise
+        except RunFolderBusy:
             if not wait:
                 return None
             time.sleep(30)

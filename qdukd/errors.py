@@ -10,3 +10,7 @@ class QdukdError(Exception):
 
 class NonFiniteOutput(QdukdError):
     """A model produced NaN or infinity: its weights are broken (the parity gate fails on it)."""
+
+
+class RunFolderBusy(QdukdError):
+    """Another live process holds the run folder's lock (callers that share a grid of runs skip it)."""

@@ -10,7 +10,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from .errors import QdukdError
+from .errors import QdukdError, RunFolderBusy
 
 LOCK_NAME = ".lock"
 
@@ -31,8 +31,8 @@ class RunFolder:
         """Create the folder, take its lock and remove temp files a killed write left behind.
 
         Raises:
-            QdukdError: the path is a file, cannot be created or written, or another live
-                process trains into it.
+            QdukdError: the path is a file or cannot be created or written.
+            RunFolderBusy: another live process trains into it.
         """
         if self.path.exists() and not self.path.is_dir():
             raise QdukdError(f"--out {self.path} is a file, not a folder; choose a folder for the run")
@@ -48,7 +48,7 @@ class RunFolder:
         except BlockingIOError:
             owner = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise QdukdError(f"{self.path} is in use by another training process (pid {owner}); wait for it "
+            raise RunFolderBusy(f"{self.path} is in use by another training process (pid {owner}); wait for it "
                              "to finish or choose another --out") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
