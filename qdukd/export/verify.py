@@ -84,14 +84,16 @@ class GateReport:
 
 
 class _Recorder:
-    """An SR function that keeps every input and output, to compare backends image by image."""
+    """An SR function that keeps every output (and, with ``keep_inputs``, every input), to compare
+    backends image by image. Only the reference keeps inputs: every backend sees the same ones."""
 
-    def __init__(self, fn: SRFunction) -> None:
-        self.fn, self.inputs, self.outputs = fn, [], []
+    def __init__(self, fn: SRFunction, keep_inputs: bool = False) -> None:
+        self.fn, self.keep_inputs, self.inputs, self.outputs = fn, keep_inputs, [], []
 
     def __call__(self, lr: np.ndarray) -> np.ndarray:
         sr = self.fn(lr)
-        self.inputs.append(lr)
+        if self.keep_inputs:
+            self.inputs.append(lr)
         self.outputs.append(sr)
         return sr
 
@@ -143,7 +145,7 @@ def run_gate(reference: SRFunction, backends: dict[str, Callable[[], ArrayFuncti
         progress: show progress bars.
         min_gain_db: the quality floor: the reference's PSNR_Y minus bicubic's, per set.
     """
-    ref_rec = _Recorder(reference)
+    ref_rec = _Recorder(reference, keep_inputs=True)
     try:
         ref_scores = [score_set(ref_rec, s, scale, convention, progress) for s in sets]
     except NonFiniteOutput as e:  # nothing to compare: the model itself is broken
