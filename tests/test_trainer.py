@@ -238,7 +238,9 @@ def test_zoom_in_cache_cuts_the_teachers_hr_output_and_is_shared_on_disk(tmp_pat
 
 def test_demo_recipe_loads():
     r = load_recipe(ROOT / "recipes" / "demo.toml")
-    assert r.quant is not None and r.dukd.mode == "dukd"
+    # W4A4 KD from the bundled teacher: the study's measured default for EDSR students at x4 W4A4.
+    assert r.quant is not None and (r.quant.w_bits, r.quant.a_bits) == (4, 4)
+    assert r.dukd.mode == "kd" and r.teacher.weights == "demo:teacher_edsr_x4.pth"
 
 
 def test_teacher_cache_targets_are_the_teachers_output_cropped(tmp_path, teacher_file):
