@@ -60,7 +60,7 @@ def main() -> None:
         else:
             results["runs"]["fp"] = train_run(ROOT / "recipes/cpu/fp.toml", fp, [f"train.iters={args.fp_iters}", *common])
         write_json(out_file, results)
-    # Section 5 measured single-step DUKD; cpu/w4a4 has since moved to the two-step schedule.
+    # Section 5 measured single-step DUKD: pinned, so later recipe defaults cannot change what this reproduces.
     init = [f"student.init=\"{fp / 'last.pt'}\"", f"train.iters={args.iters}", 'dukd.schedule="single"', *common]
     methods = [m + args.tag for m in args.methods]
     jobs = [(p, m, s) for s in args.seeds for p in args.precisions for m in methods]
