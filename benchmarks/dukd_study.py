@@ -186,9 +186,14 @@ def table(files: list[Path]) -> None:
     groups = sorted({k.rsplit("/", 2)[0] for k in runs})  # x4/w4a4
     for g in groups:
         methods = [m for m in METHODS if any(k.startswith(f"{g}/{m}/") for k in runs)]
-        cached = any("teacher.cache_zoom_in=true" in v["overrides"] for k, v in runs.items() if k.startswith(g + "/"))
+        # DUKD methods whose zoom-in targets came from the cache; a group can mix runs of two sessions
+        dukd_methods = {m for m in methods if m.startswith(("dukd", "two_step"))}
+        cached = {m for m in dukd_methods if any(
+            "teacher.cache_zoom_in=true" in v["overrides"] for k, v in runs.items() if k.startswith(f"{g}/{m}/"))}
+        source = ("from the cache" if cached == dukd_methods else "on the fly" if not cached
+                  else "on the fly, from the cache where marked (cache)")
         print(f"\n{g}: PSNR_Y mean over seeds; paired difference vs KD and vs GT-only (mean ± sd, n); "
-              f"zoom-in targets {'from the cache' if cached else 'on the fly'}")
+              f"zoom-in targets {source}")
         print("| method | n | val | Set5 | Set14 | - KD: val | Set5 | Set14 | - GT: val | Set5 | Set14 |")
         print("|---|---|---|---|---|---|---|---|---|---|---|")
         for m in methods:
@@ -199,7 +204,8 @@ def table(files: list[Path]) -> None:
                 p = paired(runs, f"{g}/{m}", f"{g}/{ref}")
                 diffs += ["—" if m == ref or not p[s]["n"] else f"{p[s]['mean']:+.4f} ± {p[s]['sd']:.4f}"
                           for s in SCORES]
-            print(f"| {m} | {len(rows)} | {means} | " + " | ".join(diffs) + " |")
+            mark = " (cache)" if m in cached and cached != dukd_methods else ""
+            print(f"| {m}{mark} | {len(rows)} | {means} | " + " | ".join(diffs) + " |")
         if any(k.startswith(f"{g}/kd_2x/") for k in runs) and any(k.startswith(f"{g}/dukd_two_step/") for k in runs):
             p = paired(runs, f"{g}/dukd_two_step", f"{g}/kd_2x")
             print(f"\ndukd_two_step - kd_2x (same number of Adam steps), n={p['photos_val']['n']}: " + ", ".join(
