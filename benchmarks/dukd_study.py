@@ -167,7 +167,7 @@ def paired(runs: dict[str, dict], a: str, b: str) -> dict[str, dict[str, float]]
     for s in SCORES:
         d = [runs[f"{a}/{seed}"][s] - runs[f"{b}/{seed}"][s] for seed in seeds]
         out[s] = {"mean": statistics.mean(d) if d else float("nan"),
-                  "sd": statistics.stdev(d) if len(d) > 1 else float("nan"), "n": len(d)}
+                  "sd": statistics.stdev(d) if len(d) > 1 else float("nan"), "n": len(d), "each": d}
     return out
 
 
@@ -181,7 +181,8 @@ def merged_runs(files: list[Path]) -> dict[str, dict]:
     return runs
 
 
-def table(files: list[Path]) -> None:
+def table(files: list[Path], pairs: list[tuple[str, str]]) -> None:
+    """Print every setting's table, then ``a - b`` per seed for each pair of methods that both ran."""
     runs = merged_runs(files)
     groups = sorted({k.rsplit("/", 2)[0] for k in runs})  # x4/w4a4
     for g in groups:
@@ -206,10 +207,12 @@ def table(files: list[Path]) -> None:
                           for s in SCORES]
             mark = " (cache)" if m in cached and cached != dukd_methods else ""
             print(f"| {m}{mark} | {len(rows)} | {means} | " + " | ".join(diffs) + " |")
-        if any(k.startswith(f"{g}/kd_2x/") for k in runs) and any(k.startswith(f"{g}/dukd_two_step/") for k in runs):
-            p = paired(runs, f"{g}/dukd_two_step", f"{g}/kd_2x")
-            print(f"\ndukd_two_step - kd_2x (same number of Adam steps), n={p['photos_val']['n']}: " + ", ".join(
-                f"{s} {p[s]['mean']:+.4f} ± {p[s]['sd']:.4f}" for s in SCORES))
+        for a, b in pairs:
+            p = paired(runs, f"{g}/{a}", f"{g}/{b}")
+            if p["photos_val"]["n"]:
+                print(f"\n{a} - {b}, paired, n={p['photos_val']['n']}: " + "; ".join(
+                    f"{s} {p[s]['mean']:+.4f} ± {p[s]['sd']:.4f} (" + ", ".join(f"{x:+.3f}" for x in p[s]["each"]) + ")"
+                    for s in SCORES))
 
 
 def plot(files: list[Path], png: Path) -> None:
@@ -288,11 +291,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "dukd_study.json")
     ap.add_argument("--table", type=Path, nargs="*", help="print the tables of these result files and exit")
     ap.add_argument("--plot", type=Path, help="with --table: also draw the validation curves into this PNG")
+    ap.add_argument("--pair", nargs=2, action="append", default=[["dukd_two_step", "kd_2x"]], metavar=("A", "B"),
+                    help="with --table: also print A - B per seed (repeatable; two-step DUKD - KD x2 always)")
     ap.add_argument("--cost", action="store_true", help="time one step of each method side by side and exit")
     ap.add_argument("--cost-steps", type=int, default=10)
     args = ap.parse_args()
     if args.table is not None:
-        table(args.table or [args.out])
+        table(args.table or [args.out], [tuple(p) for p in args.pair])
         if args.plot:
             plot(args.table or [args.out], args.plot)
     elif args.cost:

@@ -72,3 +72,18 @@ def test_reports_name_the_dukd_schedule():
     assert method_label({"dukd": {"mode": "dukd", "schedule": "single"}}) == "dukd"
     assert method_label({"dukd": {"mode": "kd", "schedule": "two_step"}}) == "kd"  # no auxiliary step without DUKD
     assert method_label({}) == "?"
+
+
+@pytest.mark.parametrize("name, mode, schedule", [
+    # docs/TRAINING.md, "Which method": the winner on the study's validation split per scale and precision
+    ("demo", "kd", None), ("cpu/w4a4", "kd", None), ("cpu/w8a8", "kd", None),  # x4, EDSR students
+    ("div2k/edsr_x4", "dukd", "two_step"), ("div2k/rcan_x3", "dukd", "two_step"),  # the reference's
+    ("div2k/edsr_x2", "dukd", "single"), ("div2k/swinir_x2", "dukd", "single"),  # x2 W4A4: single-step won
+    ("deploy/quicksrnet_s_x2_w8a8", "dukd", "single"), ("deploy/abpn_x2_w8a8", "dukd", "single"),  # x2 W8A8
+    ("deploy/quicksrnet_s_x4_w8a8", "kd", None), ("deploy/quicksrnet_s_x2_fp", "kd", None),  # ties / not measured
+])
+def test_shipped_defaults_follow_the_study(name, mode, schedule):
+    d = load_recipe(name).dukd
+    assert (d.mode, d.schedule if d.mode == "dukd" else None) == (mode, schedule)
+    if d.mode == "dukd":
+        assert (d.zoom_out, d.w_zoom_out) == (True, 1.0)
