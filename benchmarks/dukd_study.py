@@ -44,6 +44,7 @@ import argparse
 import csv
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -176,7 +177,13 @@ def merged_runs(files: list[Path]) -> dict[str, dict]:
     ``--cost`` files left out)."""
     runs: dict[str, dict] = {}
     for f in filter(is_result_file, files):
-        d = json.loads(f.read_text())
+        try:
+            d = json.loads(f.read_text())
+            d["student"], d["runs"].items  # what the merge below reads
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            print(f"error: {f} is not a study result file ({type(e).__name__}: {e}); pass "
+                  "benchmarks/results/dukd_study*.json", file=sys.stderr)
+            raise SystemExit(2) from None
         runs.update({f"{d['student']}/{k}": v for k, v in d["runs"].items() if k != "fp"})
     return runs
 
@@ -188,7 +195,7 @@ def table(files: list[Path], pairs: list[tuple[str, str]]) -> None:
     for g in groups:
         methods = [m for m in METHODS if any(k.startswith(f"{g}/{m}/") for k in runs)]
         # DUKD methods whose zoom-in targets came from the cache; a group can mix runs of two sessions
-        dukd_methods = {m for m in methods if m.startswith(("dukd", "two_step"))}
+        dukd_methods = {m for m in methods if 'dukd.mode="dukd"' in METHODS[m]}
         cached = {m for m in dukd_methods if any(
             "teacher.cache_zoom_in=true" in v["overrides"] for k, v in runs.items() if k.startswith(f"{g}/{m}/"))}
         source = ("from the cache" if cached == dukd_methods else "on the fly" if not cached
@@ -291,7 +298,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "dukd_study.json")
     ap.add_argument("--table", type=Path, nargs="*", help="print the tables of these result files and exit")
     ap.add_argument("--plot", type=Path, help="with --table: also draw the validation curves into this PNG")
-    ap.add_argument("--pair", nargs=2, action="append", default=[["dukd_two_step", "kd_2x"]], metavar=("A", "B"),
+    ap.add_argument("--pair", nargs=2, action="append", default=[["dukd_two_step", "kd_2x"]], choices=list(METHODS),
+                    metavar=("A", "B"),
                     help="with --table: also print A - B per seed (repeatable; two-step DUKD - KD x2 always)")
     ap.add_argument("--cost", action="store_true", help="time one step of each method side by side and exit")
     ap.add_argument("--cost-steps", type=int, default=10)
