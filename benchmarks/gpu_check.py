@@ -1,6 +1,6 @@
 """The prepared GPU check (issue #11): training speed, a short DUKD-vs-KD run, export parity on CUDA.
 
-On a CUDA machine (about 5 minutes on one recent GPU) it records, into ``--out`` (JSON, written
+On a CUDA machine (301 s on one H200, docs/RESULTS.md section 10) it records, into ``--out`` (JSON, written
 after each part, so a cut run keeps what finished):
 
 1. **speed**: it/s and peak CUDA memory of GT-only, KD and DUKD steps (``recipes/cpu/w4a4.toml``:
@@ -19,6 +19,7 @@ the test suite runs it, so the script works before a GPU session spends time on 
 Usage:
     python benchmarks/gpu_check.py [--out benchmarks/results/gpu_check.json]   # CUDA machine
     python benchmarks/gpu_check.py --quick --out /tmp/gpu_check.json          # anywhere
+    python benchmarks/gpu_check.py --profile --speed-only   # where the step time goes (GPU busy, launches)
 """
 
 from __future__ import annotations
@@ -83,10 +84,41 @@ def speed(args: argparse.Namespace, tmp: Path) -> dict:
         out[mode] = {"it_per_s": 1 / statistics.median(times), "median_step_ms": 1e3 * statistics.median(times),
                      "peak_memory_mib": peak, "memory_kind": "cuda_max_allocated" if torch.cuda.is_available()
                      else "process_peak_rss"}
+        if args.profile:
+            out[mode]["profile"] = profile_steps(trainer, args.warmup + args.steps, 5)
+            busy = out[mode]["profile"]["gpu_kernel_ms_per_step"] / out[mode]["median_step_ms"]
+            out[mode]["profile"]["gpu_busy_fraction"] = busy
         trainer.close()
         del trainer
     out["dukd_over_kd"] = out["dukd"]["median_step_ms"] / out["kd"]["median_step_ms"]
     return out
+
+
+def profile_steps(trainer: Trainer, first: int, steps: int) -> dict:
+    """Where a step's time goes: GPU kernel time and launches per step, the costliest ops on the CPU side.
+
+    Profiled steps run slower than timed ones, so the GPU's busy fraction is taken against the
+    un-profiled median step (in :func:`speed`).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        for step in range(first, first + steps):
+            trainer.train_step(step)
+        sync()
+        wall = time.perf_counter() - t0
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    averages = prof.key_averages()
+    top = sorted(averages, key=lambda e: e.self_cpu_time_total, reverse=True)[:10]
+    return {"steps": steps, "profiled_step_ms": 1e3 * wall / steps,
+            # CPU time inside torch ops; the rest of a profiled step is Python and data loading.
+            "torch_ops_cpu_ms_per_step": sum(e.self_cpu_time_total for e in averages) / 1e3 / steps,
+            "gpu_kernels_per_step": len(kernels) / steps,
+            "gpu_kernel_ms_per_step": sum(e.time_range.elapsed_us() for e in kernels) / 1e3 / steps,
+            "top_self_cpu_ops": [{"op": e.key, "calls_per_step": e.count / steps,
+                                  "self_cpu_ms_per_step": e.self_cpu_time_total / 1e3 / steps} for e in top]}
 
 
 def dukd_vs_kd(args: argparse.Namespace, tmp: Path) -> tuple[dict, Path]:
@@ -117,22 +149,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a tiny CPU run of every part (seconds)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gpu_check.json")
+    ap.add_argument("--profile", action="store_true",
+                    help="also profile 5 steps of each method (GPU busy fraction, kernel launches, top CPU ops)")
+    ap.add_argument("--speed-only", action="store_true", help="stop after the speed part")
     ap.add_argument("--steps", type=int, default=None, help="timed steps per method (default 50; quick 3)")
-    ap.add_argument("--fp-iters", type=int, default=None, help="FP stage (default 1500; quick 4)")
-    ap.add_argument("--qat-iters", type=int, default=None, help="each QAT run (default 1000; quick 4)")
+    ap.add_argument("--fp-iters", type=int, default=None, help="FP stage (default 1000; quick 4)")
+    ap.add_argument("--qat-iters", type=int, default=None, help="each QAT run (default 600; quick 4)")
     args = ap.parse_args()
     args.warmup = 2 if args.quick else 10
     args.steps = args.steps or (3 if args.quick else 50)
-    args.fp_iters = args.fp_iters or (4 if args.quick else 1500)
-    args.qat_iters = args.qat_iters or (4 if args.quick else 1000)
+    args.fp_iters = args.fp_iters or (4 if args.quick else 1000)
+    args.qat_iters = args.qat_iters or (4 if args.quick else 600)
     if not args.quick and not torch.cuda.is_available():
         raise SystemExit("error: no CUDA device: run this on a GPU machine, or add --quick for the CPU check")
-    result: dict = {"quick": args.quick, "machine": machine(),
+    result: dict = {"quick": args.quick, "steps": args.steps, "fp_iters": args.fp_iters, "qat_iters": args.qat_iters,
+                    "torch": torch.__version__, "machine": machine(),
                     "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         result["speed"] = speed(args, Path(tmp))
         write_json(args.out, result)
+        if args.speed_only:
+            print(json.dumps(result["speed"], indent=1))
+            return
         result["dukd_vs_kd"], ckpt = dukd_vs_kd(args, Path(tmp))
         write_json(args.out, result)
         result["parity"] = parity(args, ckpt, Path(tmp))
