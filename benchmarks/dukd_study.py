@@ -27,6 +27,9 @@ the runs another has recorded or is running, and waits while another trains the 
 whole-HR-image outputs (a one-off pass, ``teacher.cache_zoom_in``) instead of running the teacher
 on every tile: the only way the DUKD runs fit at x4 on these CPUs; each run's overrides record it.
 ``--cost`` times one step of every method side by side on one batch instead (medians).
+``--regime recipe`` checks a shipped default where it ships: the ``recipes/deploy`` files' own
+patch size, iterations and rates (FP stage and QAT), only the validation split held out; its runs
+are keyed ``x2-recipe/...`` so tables never mix them with the study's.
 
 Usage (from the project root, ../shared/data present):
     python benchmarks/dukd_study.py --scale 4 --precisions w4a4 --seeds 0 1 2 --iters 300
@@ -36,6 +39,8 @@ Usage (from the project root, ../shared/data present):
         --fp-run runs/study/quicksrnet_s_x2/fp --out benchmarks/results/dukd_study_lr/x2_w4a4_lr3e-4.json
     python benchmarks/dukd_study.py --table benchmarks/results/dukd_study*.json --plot docs/img/dukd_study.png
     python benchmarks/dukd_study.py --cost --scale 4 --precisions w4a4
+    python benchmarks/dukd_study.py --regime recipe --student abpn --scale 2 --precisions w8a8 \
+        --methods kd dukd --out benchmarks/results/dukd_study_recipe_abpn_x2.json
 """
 
 from __future__ import annotations
@@ -76,12 +81,14 @@ BITS = {"w4a4": (4, 4), "w8a8": (8, 8), "fp": None}  # fp: from scratch, no QAT
 # reference's 1e-4 (KD given twice the steps gains +0.004 dB there); at x2 W4A4 1e-4 had not
 # converged and 1e-3 scored best of 1e-4 / 3e-4 / 1e-3 / 3e-3 (docs/RESULTS.md, section 10).
 QAT_LR = {4: 1e-4, 2: 1e-3}
+DEFAULT_ITERS = {False: 300, True: 1000}  # QAT, FP from scratch (--iters, --fp-iters)
 
 
 def base_overrides(args: argparse.Namespace) -> list[str]:
-    """What every run of the study shares: 48-px patches, the held-out validation split, logging."""
+    """What every run shares: the held-out validation split, logging; the study's 48-px patches."""
     cache = ["teacher.cache=true"] if args.scale == 4 else []  # x4: the zoo's LR-pass cache exists
-    return ["data.patch=48", f"data.holdout=[\"{VAL}\"]", f"eval.sets={json.dumps(SETS)}",
+    patch = ["data.patch=48"] if args.regime == "study" else []
+    return [*patch, f"data.holdout=[\"{VAL}\"]", f"eval.sets={json.dumps(SETS)}",
             f"train.val_every={args.val_every}", "train.log_every=25", "train.threads=1", *cache]
 
 
@@ -90,14 +97,31 @@ def recipe_file(args: argparse.Namespace, precision: str) -> Path:
     return ROOT / "recipes" / "deploy" / f"{args.student}_x{args.scale}_{stage}.toml"
 
 
+def iterations(args: argparse.Namespace, precision: str) -> int:
+    """Iterations of a run of ``precision`` (``"fp"``: an FP run; else QAT) in this regime."""
+    if args.regime == "recipe":
+        return load_recipe(recipe_file(args, precision)).train.iters
+    return args.fp_iters if precision == "fp" else args.iters
+
+
+def setting(args: argparse.Namespace, precision: str) -> str:
+    """A run key's setting part: ``x2``; ``x2-900it`` at a length other than the default;
+    ``x2-recipe`` in the recipe regime (tables never mix settings)."""
+    if args.regime == "recipe":
+        return f"x{args.scale}-recipe"
+    length = iterations(args, precision)
+    return f"x{args.scale}" + ("" if length == DEFAULT_ITERS[precision == "fp"] else f"-{length}it")
+
+
 def run_overrides(args: argparse.Namespace, precision: str, method: str, seed: int, fp: Path) -> list[str]:
     twice = 2 if method == "kd_2x" else 1
-    shared = [*base_overrides(args), *(["teacher.cache_zoom_in=true"] if args.zoom_in_cache else [])]
+    shared = [*base_overrides(args), *(["teacher.cache_zoom_in=true"] if args.zoom_in_cache else []),
+              f"train.iters={iterations(args, precision) * twice}", f"train.seed={seed}"]
     if BITS[precision] is None:  # from scratch at the FP recipe's rate
-        return [*shared, f"train.iters={args.fp_iters * twice}", f"train.seed={seed}", *METHODS[method]]
+        return [*shared, *METHODS[method]]
     w, a = BITS[precision]
-    return [*shared, f"student.init=\"{fp / 'last.pt'}\"", f"quant.w_bits={w}", f"quant.a_bits={a}",
-            f"train.iters={args.iters * twice}", f"train.lr={args.lr or QAT_LR[args.scale]}", f"train.seed={seed}",
+    rate = [f"train.lr={args.lr or QAT_LR[args.scale]}"] if args.regime == "study" else []
+    return [*shared, f"student.init=\"{fp / 'last.pt'}\"", f"quant.w_bits={w}", f"quant.a_bits={a}", *rate,
             *METHODS[method]]
 
 
@@ -133,18 +157,18 @@ def train_all(args: argparse.Namespace) -> None:
     if results["student"] != args.student:
         raise SystemExit(f"{args.out} holds {results['student']} runs: give --student {args.student} its own --out")
     results["machine"] = machine()
-    runs = args.runs / f"{args.student}_x{args.scale}"
+    runs = args.runs / f"{args.student}_x{args.scale}{'-recipe' * (args.regime == 'recipe')}"
     fp = args.fp_run or runs / "fp"
     if "fp" not in results["runs"] and any(BITS[p] for p in args.precisions):  # QAT starts from it
         print(f"running FP {args.student} x{args.scale}", flush=True)  # or re-validating a sibling's
         results["runs"]["fp"] = {**train_once(recipe_file(args, "fp"), fp, [
-            *base_overrides(args), f"train.iters={args.fp_iters}", "dukd.mode=\"kd\"",
-            f"train.val_every={args.fp_iters // 4}"], wait=True), "curve": curve(fp)}
+            *base_overrides(args), f"train.iters={iterations(args, 'fp')}", "dukd.mode=\"kd\"",
+            f"train.val_every={iterations(args, 'fp') // 4}"], wait=True), "curve": curve(fp)}
         write_json(args.out, results)
     for seed in args.seeds:
         for precision in args.precisions:
             for method in args.methods:
-                key = f"x{args.scale}/{precision}/{method}/seed{seed}"
+                key = f"{setting(args, precision)}/{precision}/{method}/seed{seed}"
                 if key in results["runs"] or key in finished_elsewhere(args.out, args.student):
                     continue
                 print(f"running {key}", flush=True)
@@ -281,16 +305,18 @@ def cost(args: argparse.Namespace) -> None:
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1))
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--student", default="quicksrnet_s", help="a deployable network with recipes/deploy files")
     ap.add_argument("--scale", type=int, choices=(2, 4), default=4)
     ap.add_argument("--precisions", nargs="+", choices=list(BITS), default=["w4a4"])
     ap.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--iters", type=int, default=300, help="QAT iterations (kd_2x: twice this)")
+    ap.add_argument("--regime", choices=("study", "recipe"), default="study",
+                    help="study: 48-px patches, --iters / --fp-iters / --lr; recipe: the deploy recipes' own")
+    ap.add_argument("--iters", type=int, default=DEFAULT_ITERS[False], help="QAT iterations (kd_2x: twice this)")
     ap.add_argument("--lr", type=float, help="QAT learning rate (default: QAT_LR of the scale)")
-    ap.add_argument("--fp-iters", type=int, default=1000)
+    ap.add_argument("--fp-iters", type=int, default=DEFAULT_ITERS[True])
     ap.add_argument("--val-every", type=int, default=75)
     ap.add_argument("--zoom-in-cache", action="store_true", help="DUKD's zoom-in targets from a one-off teacher pass")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "study")
@@ -303,12 +329,19 @@ def main() -> None:
                     help="with --table: also print A - B per seed (repeatable; two-step DUKD - KD x2 always)")
     ap.add_argument("--cost", action="store_true", help="time one step of each method side by side and exit")
     ap.add_argument("--cost-steps", type=int, default=10)
+    return ap
+
+
+def main() -> None:
+    ap = parser()
     args = ap.parse_args()
     if args.table is not None:
         table(args.table or [args.out], [tuple(p) for p in args.pair])
         if args.plot:
             plot(args.table or [args.out], args.plot)
     elif args.cost:
+        if args.regime != "study":
+            ap.error("--cost times the study's regime (48-px patches); leave out --regime")
         cost(args)
     else:
         train_all(args)

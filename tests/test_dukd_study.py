@@ -1,0 +1,57 @@
+"""benchmarks/dukd_study.py: run keys keep settings apart; the recipe regime trains as the recipes ship."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import dukd_study  # noqa: E402
+
+
+def args(*argv: str):
+    return dukd_study.parser().parse_args(argv)
+
+
+def test_a_run_key_names_its_length_and_regime_so_tables_never_merge_two_settings():
+    assert dukd_study.setting(args("--scale", "2"), "w8a8") == "x2"
+    assert dukd_study.setting(args("--scale", "2", "--iters", "900"), "w8a8") == "x2-900it"
+    assert dukd_study.setting(args("--scale", "2", "--iters", "900"), "fp") == "x2"  # FP runs --fp-iters
+    assert dukd_study.setting(args("--scale", "2", "--fp-iters", "500"), "fp") == "x2-500it"
+    assert dukd_study.setting(args("--scale", "2", "--regime", "recipe"), "w8a8") == "x2-recipe"
+
+
+def test_the_recipe_regime_keeps_the_recipes_patch_length_and_rate():
+    a = args("--scale", "2", "--student", "abpn", "--regime", "recipe", "--lr", "3e-3")
+    kd = dukd_study.run_overrides(a, "w8a8", "kd", 1, Path("fp"))
+    # recipes/deploy/abpn_x2_w8a8.toml: 150 iterations; its 32-px patches and rate are not overridden
+    assert "train.iters=150" in kd and not any(o.startswith(("data.patch", "train.lr")) for o in kd)
+    assert "train.iters=300" in dukd_study.run_overrides(a, "w8a8", "kd_2x", 1, Path("fp"))
+    assert f'data.holdout=["{dukd_study.VAL}"]' in kd  # the validation split stays held out
+    study = dukd_study.run_overrides(args("--scale", "2"), "w8a8", "kd", 1, Path("fp"))
+    assert {"data.patch=48", "train.iters=300", "train.lr=0.001"} <= set(study)
+
+
+def test_table_keeps_a_longer_run_apart_from_the_default_length(tmp_path, capsys):
+    def result(key: str, val: float) -> dict:
+        return {key: {"photos_val": val, "set5": 30.0, "set14": 28.0, "overrides": [], "curve": []}}
+
+    a, b = tmp_path / "dukd_study_a.json", tmp_path / "dukd_study_b.json"
+    a.write_text(json.dumps({"student": "s", "runs": {**result("x2/w8a8/kd/seed0", 27.0),
+                                                      **result("x2/w8a8/dukd/seed0", 27.5)}}))
+    b.write_text(json.dumps({"student": "s", "runs": {**result("x2-900it/w8a8/kd/seed0", 28.0),
+                                                      **result("x2-900it/w8a8/dukd/seed0", 27.9)}}))
+    dukd_study.table([a, b], [])
+    out = capsys.readouterr().out
+    assert "s/x2/w8a8:" in out and "s/x2-900it/w8a8:" in out
+    assert "| dukd | 1 | 27.5000 | 30.0000 | 28.0000 | +0.5000 ± nan" in out
+    assert "| dukd | 1 | 27.9000 | 30.0000 | 28.0000 | -0.1000 ± nan" in out
+
+
+def test_cost_refuses_the_recipe_regime_with_one_error_line():
+    proc = subprocess.run([sys.executable, "benchmarks/dukd_study.py", "--cost", "--regime", "recipe"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--cost times the study's regime" in proc.stderr
