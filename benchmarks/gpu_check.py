@@ -148,7 +148,8 @@ def parity(args: argparse.Namespace, checkpoint: Path, tmp: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a tiny CPU run of every part (seconds)")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gpu_check.json")
+    ap.add_argument("--out", type=Path, help="default: benchmarks/results/gpu_check.json (--speed-only: "
+                    "gpu_profile.json, so a profile never replaces a recorded check)")
     ap.add_argument("--profile", action="store_true",
                     help="also profile 5 steps of each method (GPU busy fraction, kernel launches, top CPU ops)")
     ap.add_argument("--speed-only", action="store_true", help="stop after the speed part")
@@ -156,6 +157,8 @@ def main() -> None:
     ap.add_argument("--fp-iters", type=int, default=None, help="FP stage (default 1000; quick 4)")
     ap.add_argument("--qat-iters", type=int, default=None, help="each QAT run (default 600; quick 4)")
     args = ap.parse_args()
+    results = ROOT / "benchmarks" / "results"
+    args.out = args.out or results / ("gpu_profile.json" if args.speed_only else "gpu_check.json")
     args.warmup = 2 if args.quick else 10
     args.steps = args.steps or (3 if args.quick else 50)
     args.fp_iters = args.fp_iters or (4 if args.quick else 1000)
@@ -163,7 +166,7 @@ def main() -> None:
     if not args.quick and not torch.cuda.is_available():
         raise SystemExit("error: no CUDA device: run this on a GPU machine, or add --quick for the CPU check")
     result: dict = {"quick": args.quick, "steps": args.steps, "fp_iters": args.fp_iters, "qat_iters": args.qat_iters,
-                    "torch": torch.__version__, "machine": machine(),
+                    "machine": machine(),
                     "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
