@@ -350,8 +350,8 @@ def test_a_truncated_image_mid_batch_keeps_the_earlier_outputs(models, tmp_path)
 
 def test_ctrl_c_mid_batch_exits_130_with_whole_outputs(exported, tmp_path):
     folder = tmp_path / "in"
-    for i in range(40):
-        image(folder / f"{i:02d}.png", 64, 64, seed=i)
+    for i in range(40):  # 128 px: seconds of work left after the first output, even on a loaded machine
+        image(folder / f"{i:02d}.png", 128, 128, seed=i)
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "qdukd.upscale", str(exported[1]), str(folder), "--out", str(out),
                              "--tile", "16"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -363,4 +363,4 @@ def test_ctrl_c_mid_batch_exits_130_with_whole_outputs(exported, tmp_path):
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
     written = files(out)
     assert 0 < len(written) < 40 and all(name.endswith(".png") and not name.startswith(".") for name in written)
-    assert all(read_image(out / name).shape == (256, 256, 3) for name in written)
+    assert all(read_image(out / name).shape == (512, 512, 3) for name in written)
