@@ -344,6 +344,15 @@ def main() -> None:
             ap.error("--cost times the study's regime (48-px patches); leave out --regime")
         cost(args)
     else:
+        missing = [f.name for f in {recipe_file(args, p) for p in ("fp", "w8a8")} if not f.is_file()]
+        if missing:
+            ap.error(f"no recipes/deploy/{', '.join(sorted(missing))}: --student names a deployable network "
+                     f"with x{args.scale} recipes")
+        ignored = [flag for flag, given in (("--iters", args.iters != DEFAULT_ITERS[False]),
+                                            ("--fp-iters", args.fp_iters != DEFAULT_ITERS[True]),
+                                            ("--lr", args.lr is not None)) if given]
+        if args.regime == "recipe" and ignored:
+            ap.error(f"--regime recipe trains the recipes' own length and rate: leave out {' '.join(ignored)}")
         train_all(args)
 
 

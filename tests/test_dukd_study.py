@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import dukd_study  # noqa: E402
@@ -55,3 +57,15 @@ def test_cost_refuses_the_recipe_regime_with_one_error_line():
     proc = subprocess.run([sys.executable, "benchmarks/dukd_study.py", "--cost", "--regime", "recipe"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--cost times the study's regime" in proc.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--student", "nope", "--scale", "2"], "no recipes/deploy/nope_x2_fp.toml, nope_x2_w8a8.toml"),
+    (["--regime", "recipe", "--scale", "2", "--iters", "900"], "leave out --iters"),
+    (["--regime", "recipe", "--scale", "2", "--lr", "1e-3", "--fp-iters", "50"], "leave out --fp-iters --lr"),
+])
+def test_a_study_that_cannot_run_as_asked_is_one_error_line_before_any_training(argv, message, tmp_path):
+    proc = subprocess.run([sys.executable, "benchmarks/dukd_study.py", *argv, "--out", str(tmp_path / "r.json")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "r.json").exists()
