@@ -203,8 +203,9 @@ def merged_runs(files: list[Path]) -> dict[str, dict]:
     for f in filter(is_result_file, files):
         try:
             d = json.loads(f.read_text())
-            d["student"], d["runs"].items  # what the merge below reads
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            if not (isinstance(d, dict) and isinstance(d.get("student"), str) and isinstance(d.get("runs"), dict)):
+                raise ValueError("no 'student' name and 'runs' table")
+        except (OSError, ValueError) as e:
             print(f"error: {f} is not a study result file ({type(e).__name__}: {e}); pass "
                   "benchmarks/results/dukd_study*.json", file=sys.stderr)
             raise SystemExit(2) from None

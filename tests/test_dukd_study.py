@@ -69,3 +69,14 @@ def test_a_study_that_cannot_run_as_asked_is_one_error_line_before_any_training(
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '{"student": "s"}', '{"student": "s", "runs": []}', "{not json", None])
+def test_table_of_a_file_that_is_not_a_study_result_is_one_error_line(text, tmp_path):
+    f = tmp_path / "dukd_study_bad.json"
+    if text is not None:  # None: the file does not exist
+        f.write_text(text)
+    proc = subprocess.run([sys.executable, "benchmarks/dukd_study.py", "--table", str(f)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "is not a study result file" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
