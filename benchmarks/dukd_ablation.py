@@ -58,7 +58,8 @@ def main() -> None:
             results["runs"]["fp"] = {"checkpoint": str(fp / "last.pt"), **{
                 s["name"].lower(): s["psnr_y"] for s in json.loads(scores.read_text())["sets"]}}
         else:
-            results["runs"]["fp"] = train_run(ROOT / "recipes/cpu/fp.toml", fp, [f"train.iters={args.fp_iters}", *common])
+            results["runs"]["fp"] = train_run(ROOT / "recipes/cpu/fp.toml", fp,
+                                              [f"train.iters={args.fp_iters}", *common])
         write_json(out_file, results)
     # Section 5 measured single-step DUKD: pinned, so later recipe defaults cannot change what this reproduces.
     init = [f"student.init=\"{fp / 'last.pt'}\"", f"train.iters={args.iters}", 'dukd.schedule="single"', *common]

@@ -243,7 +243,8 @@ def table(files: list[Path], pairs: list[tuple[str, str]]) -> None:
             p = paired(runs, f"{g}/{a}", f"{g}/{b}")
             if p["photos_val"]["n"]:
                 print(f"\n{a} - {b}, paired, n={p['photos_val']['n']}: " + "; ".join(
-                    f"{s} {p[s]['mean']:+.4f} ± {p[s]['sd']:.4f} (" + ", ".join(f"{x:+.3f}" for x in p[s]["each"]) + ")"
+                    f"{s} {p[s]['mean']:+.4f} ± {p[s]['sd']:.4f} ("
+                    + ", ".join(f"{x:+.3f}" for x in p[s]["each"]) + ")"
                     for s in SCORES))
 
 

@@ -103,7 +103,8 @@ def main() -> None:
     print(f"qdukd parity gate ({profile.name}): {'passed' if gate.report.passed else 'FAILED'}")
     write_json(RESULTS / f"{args.name or f'export_ptq_{args.model}_x{args.scale}'}.json", {
         "model": args.model, "fp_checkpoint": str(args.fp_checkpoint or ""),
-        "qat_checkpoint": str(args.qat_checkpoint or ""), "scale": args.scale, "target": profile.name, "clip": profile.graph.clip, "psnr_y": psnr,
+        "qat_checkpoint": str(args.qat_checkpoint or ""), "scale": args.scale, "target": profile.name,
+        "clip": profile.graph.clip, "psnr_y": psnr,
         "median_seconds": med, "input": [1, 3, args.size, args.size], "runs": args.runs, "threads": args.threads,
         "bytes": sizes, "qdukd_gate": gate.report.to_dict(), "machine": machine()})
 

@@ -6,8 +6,8 @@ target, the bundled demo val images) is run in this process ``--runs`` times wit
 also times :func:`qdukd.report.export_page.write_export_report` inside it; wall and CPU time of
 each export are recorded (on a machine shared with other jobs the wall time of one export varies
 far more than the page costs, CPU time less). In-process timing leaves out the ~2-3 s of Python
-imports the command line adds, so the percentages are upper bounds for the command. The training report (written once at the end of ``qdukd.train``) is
-timed on the run folder as well.
+imports the command line adds, so the percentages are upper bounds for the command. The training
+report (written once at the end of ``qdukd.train``) is timed on the run folder as well.
 
 Usage:
     python -m qdukd.train recipes/demo.toml --out runs/demo      # once, if runs/demo/last.pt is missing

@@ -61,7 +61,8 @@ def _load_model(args: argparse.Namespace) -> tuple[str, int, nn.Module]:
         scale = ckpt["recipe"]["data"]["scale"]
         if args.scale not in (None, scale):
             raise QdukdError(f"{args.weights} is a x{scale} model, not x{args.scale}: drop --scale or fix it")
-        return ckpt["recipe"]["student"]["model"], scale, student_from_checkpoint(ckpt, trust_code=args.trust_model_code)
+        student = student_from_checkpoint(ckpt, trust_code=args.trust_model_code)
+        return ckpt["recipe"]["student"]["model"], scale, student
     if not args.model or not args.scale:
         raise QdukdError("--model and --scale are required unless --weights is a qdukd training checkpoint")
     model = build_model(args.model, args.scale, trust_code=args.trust_model_code, **parse_kv(args.arch, "--arch"))

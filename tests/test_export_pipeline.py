@@ -187,7 +187,8 @@ def test_int4_variant_is_smaller_and_computes_the_same(w4a4, tmp_path):
     onnx.checker.check_model(int4, full_check=True)
     assert next(o.version for o in int4.opset_import if o.domain == "") == 21
     types = {i.name: i.data_type for i in int4.graph.initializer}
-    packed = [n for n in int4.graph.node if n.op_type == "DequantizeLinear" and types.get(n.input[0]) == onnx.TensorProto.INT4]
+    packed = [n for n in int4.graph.node
+              if n.op_type == "DequantizeLinear" and types.get(n.input[0]) == onnx.TensorProto.INT4]
     assert len(packed) == 3  # the W4 convs; the 8-bit head and tail stay INT8
     assert (out / "model_int4.onnx").stat().st_size < (out / "model.onnx").stat().st_size
     x = np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)

@@ -4,9 +4,9 @@ Without VNNI, ONNX Runtime's fused int8 convs add pairs of u8 x s8 products in i
 saturation. Signed activations reach its kernels shifted by +128 (code 127 -> 255), so 8-bit
 weights at +-127 next to large activations overflow: 255 * 127 * 2 > 32767. The student below
 is built to do exactly that in ``body.0.conv1``; ``session.x64quantprecision = 1`` (exact U8U8
-kernels, ``exact_u8u8 = "auto"`` in the shipped profiles: on where the CPU lacks VNNI) is the fix. On a CPU with VNNI nothing saturates, so there
-only the fixed half can run (run this file under ``qemu-x86_64 -cpu Haswell`` to see the rest);
-the settings the session gets are checked on every CPU.
+kernels, ``exact_u8u8 = "auto"`` in the shipped profiles: on where the CPU lacks VNNI) is the fix.
+On a CPU with VNNI nothing saturates, so there only the fixed half can run (run this file under
+``qemu-x86_64 -cpu Haswell`` to see the rest); the settings the session gets are checked on every CPU.
 """
 
 from __future__ import annotations

@@ -83,7 +83,8 @@ def test_model_config_rebuilds_through_json():
 
 
 def test_registry_errors_name_the_fix():
-    with pytest.raises(QdukdError, match="unknown model 'edsrr'.*bicubic, edsr, espcn, fsrcnn, imdn, pan, quicksrnet_l"):
+    expected = "unknown model 'edsrr'.*bicubic, edsr, espcn, fsrcnn, imdn, pan, quicksrnet_l"
+    with pytest.raises(QdukdError, match=expected):
         build_model("edsrr", 2)
     with pytest.raises(QdukdError, match="unknown argument 'num_feats'.*num_feat, num_block, res_scale"):
         build_model("edsr", 2, num_feats=8)

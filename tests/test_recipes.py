@@ -58,7 +58,8 @@ def test_a_file_wins_over_a_shipped_name(tmp_path, monkeypatch):
 
 def test_extends_and_overrides(tmp_path):
     (tmp_path / "base.toml").write_text("[train]\niters = 5\nlr = 0.1\n[student]\nargs = {num_feat = 8}\n")
-    (tmp_path / "leaf.toml").write_text('extends = "base.toml"\n[train]\niters = 7\n[student]\nargs = {num_block = 2}\n')
+    (tmp_path / "leaf.toml").write_text(
+        'extends = "base.toml"\n[train]\niters = 7\n[student]\nargs = {num_block = 2}\n')
     r = load_recipe(tmp_path / "leaf.toml", ["train.lr=0.5", "quant.w_bits=8"])
     assert (r.train.iters, r.train.lr) == (7, 0.5)
     assert r.student.args == {"num_feat": 8, "num_block": 2}

@@ -9,7 +9,8 @@ For an LR batch ``x`` with HR ``y`` at scale ``s``, student ``S`` and frozen tea
   ``s``: the LR patch is the ground truth.
 
 Terms are reported unweighted; ``total`` weights ``*_pix`` terms by ``w_pix`` and ``*kd`` terms by
-``w_kd``, times ``w_zoom_in`` / ``w_zoom_out`` for the upcycled terms. Modes: ``"gt"`` = pix only (no teacher needed), ``"kd"`` = pix + kd, ``"dukd"`` = all.
+``w_kd``, times ``w_zoom_in`` / ``w_zoom_out`` for the upcycled terms. Modes: ``"gt"`` = pix only
+(no teacher needed), ``"kd"`` = pix + kd, ``"dukd"`` = all.
 The reference code backpropagates the standard and the auxiliary terms in two optimizer steps;
 :func:`standard_terms` and :func:`dukd_aux_terms` give the two halves, :func:`compute_losses`
 everything at once.

@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         sets = [Path(d) for d in args.verify_data]
         for d in sets:
             if not d.is_dir():
-                raise QdukdError(f"--verify-data {d} is {'a file' if d.exists() else 'missing'}; pass folders of images")
+                what = "a file" if d.exists() else "missing"
+                raise QdukdError(f"--verify-data {d} is {what}; pass folders of images")
         names = [set_name(d) for d in sets]
         twice = next((n for n in names if names.count(n) > 1), None)
         if twice is not None:

@@ -8,9 +8,9 @@ QuantizeLinear/DequantizeLinear (it does so only for 8-bit ranges):
   then ``fake_quantize_per_tensor_affine`` over the whole 8-bit container -> Clip,
   QuantizeLinear, DequantizeLinear. The container is int8 with zero point 0 (TensorRT), or
   uint8 (ONNX Runtime's native format: zero point 0 for unsigned grids, 128 for signed ones,
-  so every activation has one type and mixed-type convs do not block fusion). The qdukd grids (``[-(2^(b-1)-1), 2^(b-1)-1]``
-  signed, ``[0, min(2^b-1, 127)]`` unsigned) never fill a container, so the clip is what makes
-  every grid, 8-bit or not, exact;
+  so every activation has one type and mixed-type convs do not block fusion). The qdukd grids
+  (``[-(2^(b-1)-1), 2^(b-1)-1]`` signed, ``[0, min(2^b-1, 127)]`` unsigned) never fill a
+  container, so the clip is what makes every grid, 8-bit or not, exact;
 - weights: the integer codes times the per-channel steps, through
   ``fake_quantize_per_channel_affine`` along the output channels (axis 0; axis 1 of a transposed
   conv's ``(in, out / groups, kH, kW)`` weight) -> Q/DQ on a constant, which
@@ -124,7 +124,8 @@ class _QDQWeighted(nn.Module):
 class _QDQConv2d(_QDQWeighted):
     def __init__(self, layer: QuantConv2d | QuantConvTranspose2d, act: _ActQDQ) -> None:
         super().__init__(layer, act)
-        self.stride, self.padding, self.dilation, self.groups = layer.stride, layer.padding, layer.dilation, layer.groups
+        self.stride, self.padding = layer.stride, layer.padding
+        self.dilation, self.groups = layer.dilation, layer.groups
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(self.act(x), self.quantized_weight(), self.bias, self.stride, self.padding, self.dilation,
@@ -559,7 +560,8 @@ def write_int4_variant(src: str | Path, dst: str | Path) -> int:
             continue
         # Each weight has its own zero point (see _fold_weight_quantizers): convert both in place.
         for name in (node.input[0], node.input[2]):
-            inits[name].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(inits[name]).astype(ml_dtypes.int4), name))
+            packed_int4 = numpy_helper.to_array(inits[name]).astype(ml_dtypes.int4)
+            inits[name].CopyFrom(numpy_helper.from_array(packed_int4, name))
         packed += 1
     _drop_unused_initializers(graph)
     _set_opset(model, max(INT4_MIN_OPSET, next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))))
