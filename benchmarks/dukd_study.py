@@ -223,8 +223,8 @@ def table(files: list[Path], pairs: list[tuple[str, str]]) -> None:
         dukd_methods = {m for m in methods if 'dukd.mode="dukd"' in METHODS[m]}
         cached = {m for m in dukd_methods if any(
             "teacher.cache_zoom_in=true" in v["overrides"] for k, v in runs.items() if k.startswith(f"{g}/{m}/"))}
-        source = ("from the cache" if cached == dukd_methods else "on the fly" if not cached
-                  else "on the fly, from the cache where marked (cache)")
+        source = ("unused (no DUKD run)" if not dukd_methods else "from the cache" if cached == dukd_methods
+                  else "on the fly" if not cached else "on the fly, from the cache where marked (cache)")
         print(f"\n{g}: PSNR_Y mean over seeds; paired difference vs KD and vs GT-only (mean ± sd, n); "
               f"zoom-in targets {source}")
         print("| method | n | val | Set5 | Set14 | - KD: val | Set5 | Set14 | - GT: val | Set5 | Set14 |")

@@ -53,6 +53,14 @@ def test_table_keeps_a_longer_run_apart_from_the_default_length(tmp_path, capsys
     assert "| dukd | 1 | 27.9000 | 30.0000 | 28.0000 | -0.1000 ± nan" in out
 
 
+def test_table_of_a_setting_without_dukd_runs_does_not_name_a_zoom_in_source(tmp_path, capsys):
+    f = tmp_path / "dukd_study_kd.json"
+    f.write_text(json.dumps({"student": "s", "runs": {"x2/fp/kd/seed0": {
+        "photos_val": 27.0, "set5": 30.0, "set14": 28.0, "overrides": [], "curve": []}}}))
+    dukd_study.table([f], [])
+    assert "zoom-in targets unused (no DUKD run)" in capsys.readouterr().out
+
+
 def test_cost_refuses_the_recipe_regime_with_one_error_line():
     proc = subprocess.run([sys.executable, "benchmarks/dukd_study.py", "--cost", "--regime", "recipe"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
