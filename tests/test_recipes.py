@@ -82,7 +82,10 @@ def test_reports_name_the_dukd_schedule():
     ("div2k/edsr_x2", "dukd", "single"), ("div2k/swinir_x2", "dukd", "single"),  # x2 W4A4: single-step won
     # the deploy recipes' own regime: DUKD ties KD at x2 W8A8 (the study's regime: +0.027)
     ("deploy/quicksrnet_s_x2_w8a8", "kd", None), ("deploy/abpn_x2_w8a8", "kd", None),
-    ("deploy/quicksrnet_s_x4_w8a8", "kd", None), ("deploy/quicksrnet_s_x2_fp", "kd", None),  # ties / not measured
+    ("deploy/quicksrnet_m_x2_w8a8", "kd", None), ("deploy/quicksrnet_s_x4_w8a8", "kd", None),  # ties
+    # x2 FP in the recipes' own regime: single-step DUKD won on every seed for QuickSRNet-S/M; ABPN split
+    ("deploy/quicksrnet_s_x2_fp", "dukd", "single"), ("deploy/quicksrnet_m_x2_fp", "dukd", "single"),
+    ("deploy/abpn_x2_fp", "kd", None), ("deploy/quicksrnet_s_x4_fp", "kd", None),
 ])
 def test_shipped_defaults_follow_the_study(name, mode, schedule):
     d = load_recipe(name).dukd
