@@ -303,7 +303,7 @@ def main() -> None:
     jobs = [n if re.search(r"_x[234]$", n) else f"{n}_x4" for n in args.nets]
     unknown = [j for j in jobs if j not in JOBS]
     if unknown:
-        sys.exit(f"unknown jobs {unknown}; choose from {JOBS}")
+        ap.error(f"unknown jobs {unknown}; choose from {JOBS}")
     torch.set_num_threads(args.threads)
     if args.exact or args.fp_control:
         for job in jobs:
