@@ -304,6 +304,12 @@ def main() -> None:
     unknown = [j for j in jobs if j not in JOBS]
     if unknown:
         ap.error(f"unknown jobs {unknown}; choose from {JOBS}")
+    if args.runs < 1:
+        ap.error(f"--runs {args.runs}: latency is a median of at least one timed run; give --runs 1 or more")
+    unfinished = [j for j in jobs if j not in load(out_file)["rows"]] if args.exact or args.fp_control else []
+    if unfinished:
+        ap.error(f"--exact / --fp-control redo finished rows, and {out_file} has none for {unfinished}: "
+                 "run the zoo for them first (same --out / --runs-dir)")
     torch.set_num_threads(args.threads)
     if args.exact or args.fp_control:
         for job in jobs:

@@ -105,12 +105,23 @@ def iterations(args: argparse.Namespace, precision: str) -> int:
 
 
 def setting(args: argparse.Namespace, precision: str) -> str:
-    """A run key's setting part: ``x2``; ``x2-900it`` at a length other than the default;
+    """A run key's setting part: ``x2``; ``x2-900it`` at a length other than the default; a QAT
+    run from a non-default FP stage or at a non-default rate adds ``-fp4000it`` / ``-lr0.0001``;
     ``x2-recipe`` in the recipe regime (tables never mix settings)."""
     if args.regime == "recipe":
         return f"x{args.scale}-recipe"
     length = iterations(args, precision)
-    return f"x{args.scale}" + ("" if length == DEFAULT_ITERS[precision == "fp"] else f"-{length}it")
+    key = f"x{args.scale}" + ("" if length == DEFAULT_ITERS[precision == "fp"] else f"-{length}it")
+    if precision != "fp":
+        key += "" if args.fp_iters == DEFAULT_ITERS[True] else f"-fp{args.fp_iters}it"
+        key += "" if args.lr in (None, QAT_LR[args.scale]) else f"-lr{args.lr:g}"
+    return key
+
+
+def fp_stage(args: argparse.Namespace, runs: Path) -> Path:
+    """The FP stage QAT starts from: ``--fp-run``, else ``fp`` (``fp-4000it`` at a non-default length)."""
+    default = args.regime == "recipe" or args.fp_iters == DEFAULT_ITERS[True]
+    return args.fp_run or runs / ("fp" if default else f"fp-{args.fp_iters}it")
 
 
 def run_overrides(args: argparse.Namespace, precision: str, method: str, seed: int, fp: Path) -> list[str]:
@@ -158,7 +169,7 @@ def train_all(args: argparse.Namespace) -> None:
         raise SystemExit(f"{args.out} holds {results['student']} runs: give --student {args.student} its own --out")
     results["machine"] = machine()
     runs = args.runs / f"{args.student}_x{args.scale}{'-recipe' * (args.regime == 'recipe')}"
-    fp = args.fp_run or runs / "fp"
+    fp = fp_stage(args, runs)
     if "fp" not in results["runs"] and any(BITS[p] for p in args.precisions):  # QAT starts from it
         print(f"running FP {args.student} x{args.scale}", flush=True)  # or re-validating a sibling's
         results["runs"]["fp"] = {**train_once(recipe_file(args, "fp"), fp, [
@@ -283,7 +294,7 @@ def cost(args: argparse.Namespace) -> None:
     """Median step time of every method on one batch, trainers interleaved step by step."""
     torch.set_num_threads(1)
     precision = args.precisions[0]
-    fp = args.fp_run or args.runs / f"{args.student}_x{args.scale}" / "fp"
+    fp = fp_stage(args, args.runs / f"{args.student}_x{args.scale}")
     trainers = {}
     for m in args.methods:
         recipe = load_recipe(recipe_file(args, precision), run_overrides(args, precision, m, 0, fp))

@@ -1,4 +1,4 @@
-"""benchmarks/deployable_zoo.py: a job it does not know is one error line, exit 2, before any training."""
+"""benchmarks/deployable_zoo.py: bad arguments are one error line, exit 2, before any training."""
 
 from __future__ import annotations
 
@@ -6,13 +6,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_an_unknown_network_is_one_error_line_and_writes_nothing(tmp_path):
+@pytest.mark.parametrize("argv, says", [
+    (["--nets", "nope_x2"], "error: unknown jobs ['nope_x2']"),
+    (["--nets", "abpn_x2", "--runs", "0"], "error: --runs 0:"),
+    (["--nets", "abpn_x2", "--exact"], "has none for ['abpn_x2']"),  # no finished row to export again
+    (["--nets", "abpn_x2", "--fp-control"], "has none for ['abpn_x2']"),
+])
+def test_bad_arguments_are_one_error_line_and_write_nothing(tmp_path, argv, says):
     out = tmp_path / "zoo.json"
-    proc = subprocess.run([sys.executable, "benchmarks/deployable_zoo.py", "--nets", "nope_x2", "--out", str(out),
+    proc = subprocess.run([sys.executable, "benchmarks/deployable_zoo.py", *argv, "--out", str(out),
                            "--runs-dir", str(tmp_path / "runs")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
-    assert "error: unknown jobs ['nope_x2']" in proc.stderr and "Traceback" not in proc.stderr
+    assert says in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists() and not (tmp_path / "runs").exists()

@@ -24,6 +24,18 @@ def test_a_run_key_names_its_length_and_regime_so_tables_never_merge_two_setting
     assert dukd_study.setting(args("--scale", "2", "--iters", "900"), "fp") == "x2"  # FP runs --fp-iters
     assert dukd_study.setting(args("--scale", "2", "--fp-iters", "500"), "fp") == "x2-500it"
     assert dukd_study.setting(args("--scale", "2", "--regime", "recipe"), "w8a8") == "x2-recipe"
+    # QAT from a longer FP stage, or at another rate, is another setting; the FP runs themselves are not
+    long_fp = args("--scale", "2", "--fp-iters", "4000", "--lr", "1e-4")
+    assert dukd_study.setting(long_fp, "w8a8") == "x2-fp4000it-lr0.0001"
+    assert dukd_study.setting(long_fp, "fp") == "x2-4000it"
+    assert dukd_study.setting(args("--scale", "2", "--lr", "1e-3"), "w8a8") == "x2"  # x2's own rate
+
+
+def test_a_longer_fp_stage_gets_its_own_folder_so_qat_never_starts_from_the_default_one():
+    runs = Path("runs/study/quicksrnet_s_x2")
+    assert dukd_study.fp_stage(args("--scale", "2"), runs) == runs / "fp"
+    assert dukd_study.fp_stage(args("--scale", "2", "--fp-iters", "4000"), runs) == runs / "fp-4000it"
+    assert dukd_study.fp_stage(args("--scale", "2", "--fp-iters", "4000", "--fp-run", "x"), runs) == Path("x")
 
 
 def test_the_recipe_regime_keeps_the_recipes_patch_length_and_rate():
