@@ -259,6 +259,14 @@ def table(files: list[Path], pairs: list[tuple[str, str]]) -> None:
                     for s in SCORES))
 
 
+def mean_curve(curves: list[list[dict[str, float]]]) -> tuple[list[float], list[float]]:
+    """Validation PSNR_Y per step, mean over the runs that reached the step; a run validated again
+    after it finished (a QAT stage re-validating its FP run) repeats its last step, counted once."""
+    by_step = [{row["step"]: row["photos_val"] for row in c} for c in curves]
+    steps = sorted(set().union(*by_step))
+    return steps, [statistics.mean(c[t] for c in by_step if t in c) for t in steps]
+
+
 def plot(files: list[Path], png: Path) -> None:
     """Validation PSNR_Y against step, mean over seeds, one line per method, one panel per setting."""
     import matplotlib
@@ -278,9 +286,7 @@ def plot(files: list[Path], png: Path) -> None:
             curves = [v["curve"] for k, v in runs.items() if k.startswith(f"{g}/{m}/")]
             if not curves:
                 continue
-            steps = [row["step"] for row in curves[0]]
-            mean = [statistics.mean(c[i]["photos_val"] for c in curves) for i in range(len(steps))]
-            ax.plot(steps, mean, marker=".", label=f"{m} (n={len(curves)})")
+            ax.plot(*mean_curve(curves), marker=".", label=f"{m} (n={len(curves)})")
         ax.set(title=f"{g}: validation PSNR_Y (mean over seeds)", xlabel="step", ylabel="dB")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

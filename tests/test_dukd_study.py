@@ -100,3 +100,11 @@ def test_table_of_a_file_that_is_not_a_study_result_is_one_error_line(text, tmp_
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "is not a study result file" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_mean_curve_counts_a_repeated_last_step_once():
+    one = [{"step": 250.0, "photos_val": 30.0}, {"step": 500.0, "photos_val": 31.0}]
+    again = [*one, {"step": 500.0, "photos_val": 31.0}]  # the run validated once more after it finished
+    other = [{"step": 250.0, "photos_val": 32.0}, {"step": 500.0, "photos_val": 33.0}]
+    assert dukd_study.mean_curve([again, other]) == ([250.0, 500.0], [31.0, 32.0])
+    assert dukd_study.mean_curve([one]) == ([250.0, 500.0], [30.0, 31.0])
