@@ -77,7 +77,18 @@ def locked(path: Path):
 
 
 def load(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {"rows": {}}
+    """The results file (empty when absent); one error line, exit 2, for a file that is not one."""
+    if not path.exists():
+        return {"rows": {}}
+    try:
+        results = json.loads(path.read_text())
+        if not (isinstance(results, dict) and isinstance(results.get("rows"), dict)):
+            raise ValueError("no 'rows' table")
+    except (OSError, ValueError) as e:
+        print(f"error: {path} is not a zoo results file ({type(e).__name__}: {e}); give --out a new "
+              "file or benchmarks/results/deployable_zoo.json", file=sys.stderr)
+        raise SystemExit(2) from None
+    return results
 
 
 def store(path: Path, key: str, row: dict) -> None:
@@ -295,7 +306,10 @@ def main() -> None:
                     help="export finished rows again with the onnxruntime-int8-exact profile (gate, latency)")
     args = ap.parse_args()
     if args.table:
-        print(table(load(args.out or RESULTS / "deployable_zoo.json")))
+        results_file = args.out or RESULTS / "deployable_zoo.json"
+        if not results_file.is_file():
+            ap.error(f"--table: no results file {results_file}; run the zoo first or give --out")
+        print(table(load(results_file)))
         return
     if args.quick:
         args.runs_dir = str(Path(args.runs_dir).with_name("deploy_quick"))

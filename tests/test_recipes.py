@@ -79,7 +79,7 @@ def test_reports_name_the_dukd_schedule():
     # docs/TRAINING.md, "Which method": the winner on the study's validation split per scale and precision
     ("demo", "kd", None), ("cpu/w4a4", "kd", None), ("cpu/w8a8", "kd", None),  # x4, EDSR students
     ("div2k/edsr_x4", "dukd", "two_step"), ("div2k/rcan_x3", "dukd", "two_step"),  # the reference's
-    ("div2k/edsr_x2", "dukd", "single"), ("div2k/swinir_x2", "dukd", "single"),  # x2 W4A4: single-step won
+    ("div2k/edsr_x2", "dukd", "single"), ("div2k/swinir_x2", "dukd", "single"),  # x2 W4A4: won, or split
     # the deploy recipes' own regime: DUKD ties KD at x2 W8A8 (the study's regime: +0.027)
     ("deploy/quicksrnet_s_x2_w8a8", "kd", None), ("deploy/abpn_x2_w8a8", "kd", None),
     ("deploy/quicksrnet_m_x2_w8a8", "kd", None), ("deploy/quicksrnet_s_x4_w8a8", "kd", None),  # ties
