@@ -19,6 +19,7 @@ from .policy import LayerPlan, plan_layers, prepare_qat, quant_config
 from .quantizers import FakeQuantizer, dequantize, fake_quantize, grid, lsq_grad_scale, quantize
 from .ranges import choose_scale, max_scale, mse_scale, percentile_scale
 from .roles import find_roles
+from .sensitivity import quantizer_sensitivity
 from .state import activation_range_parameters, fake_quantizers, freeze, quant_state, quantized_layers, restore_qat
 from .torch_ao import from_torch_ao
 
@@ -26,5 +27,6 @@ __all__ = [
     "FakeQuantizer", "LayerPlan", "QuantAdd", "QuantConfig", "QuantConv2d", "QuantConvTranspose2d", "QuantLinear",
     "activation_range_parameters", "calibrate", "choose_scale", "dequantize", "fake_quantize", "fake_quantizers",
     "find_roles", "freeze", "from_torch_ao", "grid", "lsq_grad_scale", "max_scale", "mse_scale", "percentile_scale",
-    "plan_layers", "prepare_qat", "quant_config", "quant_state", "quantize", "quantized_layers", "restore_qat",
+    "plan_layers", "prepare_qat", "quant_config", "quant_state", "quantize", "quantized_layers", "quantizer_sensitivity",
+    "restore_qat",
 ]
