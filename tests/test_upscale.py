@@ -353,8 +353,11 @@ def test_ctrl_c_mid_batch_exits_130_with_whole_outputs(exported, tmp_path):
     for i in range(40):  # 128 px: seconds of work left after the first output, even on a loaded machine
         image(folder / f"{i:02d}.png", 128, 128, seed=i)
     out = tmp_path / "out"
+    # As from a terminal: a test run launched in the background (nohup, a CI runner without job
+    # control) hands its children an ignored SIGINT, which Python keeps, so restore the default.
     proc = subprocess.Popen([sys.executable, "-m", "qdukd.upscale", str(exported[1]), str(folder), "--out", str(out),
-                             "--tile", "16"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--tile", "16"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while not list(out.glob("*.png")) and time.time() < deadline:
         time.sleep(0.05)
