@@ -1,11 +1,14 @@
-"""What every benchmark script shares: the machine label, median timing, the results folder."""
+"""What every benchmark script shares: the machine label, median timing, the results folder and
+reading a results file back."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -16,6 +19,29 @@ import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def read_results(path: Path, fields: dict[str, type], what: str, fix: str) -> dict:
+    """A script's JSON results file, read back to append to or tabulate.
+
+    Args:
+        path: the file (it must exist).
+        fields: top-level keys the file must hold, with their types (e.g. ``{"rows": dict}``).
+        what: the kind of file, for the error ("a zoo results file").
+        fix: what to do instead, for the error ("give --out a new file").
+
+    Anything else (unreadable, not JSON, wrong shape) is one ``error:`` line and exit 2, so a
+    wrong ``--out`` is never overwritten or half-used.
+    """
+    try:
+        data = json.loads(path.read_text())
+        missing = [k for k, t in fields.items() if not (isinstance(data, dict) and isinstance(data.get(k), t))]
+        if missing:
+            raise ValueError("no " + " / ".join(repr(k) for k in missing))
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        print(f"error: {path} is not {what} ({type(e).__name__}: {e}); {fix}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return data
 
 
 def machine() -> dict[str, object]:

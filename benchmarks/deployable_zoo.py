@@ -44,7 +44,7 @@ import numpy as np
 import onnx
 import torch
 
-from common import RESULTS, conv_macs, machine, train_run
+from common import RESULTS, conv_macs, machine, read_results, train_run
 from qdukd.atomic import write_json
 from qdukd.config import from_dict
 from qdukd.export.__main__ import main as export_main
@@ -80,15 +80,8 @@ def load(path: Path) -> dict:
     """The results file (empty when absent); one error line, exit 2, for a file that is not one."""
     if not path.exists():
         return {"rows": {}}
-    try:
-        results = json.loads(path.read_text())
-        if not (isinstance(results, dict) and isinstance(results.get("rows"), dict)):
-            raise ValueError("no 'rows' table")
-    except (OSError, ValueError) as e:
-        print(f"error: {path} is not a zoo results file ({type(e).__name__}: {e}); give --out a new "
-              "file or benchmarks/results/deployable_zoo.json", file=sys.stderr)
-        raise SystemExit(2) from None
-    return results
+    return read_results(path, {"rows": dict}, "a zoo results file",
+                        "give --out a new file or benchmarks/results/deployable_zoo.json")
 
 
 def store(path: Path, key: str, row: dict) -> None:

@@ -55,7 +55,7 @@ from pathlib import Path
 
 import torch
 
-from common import RESULTS, machine, peak_rss_mib, train_run
+from common import RESULTS, machine, peak_rss_mib, read_results, train_run
 from qdukd.atomic import write_json
 from qdukd.errors import RunFolderBusy
 from qdukd.recipe import load_recipe
@@ -145,10 +145,14 @@ def is_result_file(f: Path) -> bool:
     return "cost" not in f.name  # dukd_study_cost_*.json hold --cost timings, not runs
 
 
+def read_study(f: Path) -> dict:
+    return read_results(f, {"student": str, "runs": dict}, "a study result file",
+                        "give --out a new file; --table takes benchmarks/results/dukd_study*.json")
+
+
 def finished_elsewhere(out: Path, student: str) -> set[str]:
     """Runs of ``student`` recorded by sibling processes (other result files beside ``out``)."""
-    siblings = (json.loads(f.read_text()) for f in out.parent.glob("dukd_study*.json")
-                if f != out and is_result_file(f))
+    siblings = (read_study(f) for f in out.parent.glob("dukd_study*.json") if f != out and is_result_file(f))
     return {k for d in siblings if d["student"] == student for k in d["runs"]}
 
 
@@ -164,9 +168,11 @@ def train_once(recipe: Path, out: Path, overrides: list[str], wait: bool) -> dic
 
 
 def train_all(args: argparse.Namespace) -> None:
-    results = json.loads(args.out.read_text()) if args.out.exists() else {"student": args.student, "runs": {}}
+    results = read_study(args.out) if args.out.exists() else {"student": args.student, "runs": {}}
     if results["student"] != args.student:
-        raise SystemExit(f"{args.out} holds {results['student']} runs: give --student {args.student} its own --out")
+        print(f"error: {args.out} holds {results['student']} runs: give --student {args.student} its own --out",
+              file=sys.stderr)
+        raise SystemExit(2)
     results["machine"] = machine()
     runs = args.runs / f"{args.student}_x{args.scale}{'-recipe' * (args.regime == 'recipe')}"
     fp = fp_stage(args, runs)
@@ -212,14 +218,7 @@ def merged_runs(files: list[Path]) -> dict[str, dict]:
     ``--cost`` files left out)."""
     runs: dict[str, dict] = {}
     for f in filter(is_result_file, files):
-        try:
-            d = json.loads(f.read_text())
-            if not (isinstance(d, dict) and isinstance(d.get("student"), str) and isinstance(d.get("runs"), dict)):
-                raise ValueError("no 'student' name and 'runs' table")
-        except (OSError, ValueError) as e:
-            print(f"error: {f} is not a study result file ({type(e).__name__}: {e}); pass "
-                  "benchmarks/results/dukd_study*.json", file=sys.stderr)
-            raise SystemExit(2) from None
+        d = read_study(f)
         runs.update({f"{d['student']}/{k}": v for k, v in d["runs"].items() if k != "fp"})
     return runs
 

@@ -18,12 +18,11 @@ Usage (from the project root, ../shared/data present):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
-from common import RESULTS, machine
+from common import RESULTS, machine, read_results
 
 from qdukd.atomic import write_json
 from qdukd.errors import QdukdError
@@ -59,17 +58,11 @@ def table(results: dict) -> None:
                 print(f"| `{q}` | {s:.3f} | {s - scores['none']:+.3f} |")
 
 
-def load(out: Path, ap: argparse.ArgumentParser) -> dict:
+def load(out: Path) -> dict:
     """The cases recorded in ``out`` (none yet if it does not exist)."""
     if not out.exists():
         return {"cases": {}}
-    try:
-        results = json.loads(out.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        ap.error(f"--out {out} cannot be read as JSON ({e}): give another --out")
-    if not isinstance(results, dict) or not isinstance(results.get("cases"), dict):
-        ap.error(f"--out {out} is not a quant_sensitivity results file: give another --out")
-    return results
+    return read_results(out, {"cases": dict}, "a quant_sensitivity results file", "give another --out")
 
 
 def main() -> None:
@@ -80,7 +73,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "quant_sensitivity.json")
     ap.add_argument("--table", action="store_true", help="print the cases in --out and exit")
     args = ap.parse_args()
-    results = load(args.out, ap)
+    results = load(args.out)
     if args.table:
         table(results)
         return

@@ -108,3 +108,17 @@ def test_mean_curve_counts_a_repeated_last_step_once():
     other = [{"step": 250.0, "photos_val": 32.0}, {"step": 500.0, "photos_val": 33.0}]
     assert dukd_study.mean_curve([again, other]) == ([250.0, 500.0], [31.0, 32.0])
     assert dukd_study.mean_curve([one]) == ([250.0, 500.0], [30.0, 31.0])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "is not a study result file"),
+    ('{"student": "abpn", "runs": {}}', "holds abpn runs: give --student quicksrnet_s its own --out"),
+])
+def test_an_out_file_the_study_cannot_append_to_stops_it_before_any_training(text, message, tmp_path):
+    out = tmp_path / "dukd_study_x.json"
+    out.write_text(text)
+    proc = subprocess.run([sys.executable, "benchmarks/dukd_study.py", "--scale", "2", "--precisions", "fp",
+                           "--runs", str(tmp_path / "runs"), "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert out.read_text() == text and not (tmp_path / "runs").exists()
