@@ -22,7 +22,7 @@ import json
 import statistics
 from pathlib import Path
 
-from common import RESULTS, machine, peak_rss_mib, train_run
+from common import RESULTS, machine, peak_rss_mib, read_results, train_run
 from qdukd.atomic import write_json
 from qdukd.eval import main as eval_main
 
@@ -45,7 +45,8 @@ def main() -> None:
     args = ap.parse_args()
     out_file = args.out
 
-    results = json.loads(out_file.read_text()) if out_file.exists() else {"runs": {}}
+    results = (read_results(out_file, {"runs": dict}, "an ablation results file", "give --out a new file")
+               if out_file.exists() else {"runs": {}})
     results["machine"] = machine()
     runs_dir = Path(args.runs)
     fp = runs_dir / "fp"

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import tempfile
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from common import RESULTS, machine
+from common import RESULTS, machine, read_results
 from qdukd.atomic import write_json
 from qdukd.export import load_profile
 from qdukd.export.onnx_export import deployable_copy, export_onnx, float_copy, write_int4_variant
@@ -91,7 +90,8 @@ def main() -> None:
     ap.add_argument("--tag", default="recipe", help="name of the variant")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    rows = json.loads(args.out.read_text())["rows"] if args.out.exists() else []
+    rows = (read_results(args.out, {"rows": list}, "an export-size results file", "give --out a new file")["rows"]
+            if args.out.exists() else [])
     for recipe_file in args.recipes:
         for precision in args.precisions:
             w_bits, a_bits = (int(x) for x in precision[1:].split("a"))

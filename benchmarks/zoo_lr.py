@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from common import RESULTS, machine, train_run
+from common import RESULTS, machine, read_results, train_run
 from qdukd.atomic import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +31,8 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "zoo_lr")
     ap.add_argument("--out", type=Path, default=RESULTS / "zoo_lr.json")
     args = ap.parse_args()
-    results = json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}}
+    results = (read_results(args.out, {"runs": dict}, "a rate-sweep results file", "give --out a new file")
+               if args.out.exists() else {"runs": {}})
     results["machine"] = machine()
     for net in args.nets:
         for lr in args.lrs:

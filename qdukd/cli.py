@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import signal
 import sys
 import tempfile
@@ -32,7 +33,9 @@ def run(main: Callable[[], int]) -> int:
 
     Bad input (:class:`QdukdError`, or a file-system error on a path the user named) prints one
     ``error:`` line and exits 2; Ctrl-C exits 130; SIGTERM exits 143 once ``finally`` blocks have
-    removed their temporary files; anything else is a bug: the traceback and exit code 3.
+    removed their temporary files; anything else is a bug: the traceback and exit code 3. A reader
+    that closes stdout early (``| head``) stops the CLI quietly with 141 (128 + SIGPIPE, as a shell
+    reports it for a C tool), leaving no half-written file, as Ctrl-C does.
     """
     warnings.simplefilter("default", UserWarning)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
@@ -40,7 +43,13 @@ def run(main: Callable[[], int]) -> int:
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminated) if in_main else None
     try:
-        return main()
+        code = main()
+        sys.stdout.flush()  # a reader that went away shows here, not as a warning at exit
+        return code
+    except BrokenPipeError:  # stdout's reader went away (``| head``): stop, as SIGPIPE stops a C tool
+        # Point stdout at /dev/null so the interpreter's last flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except QdukdError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -98,10 +98,10 @@ def main(argv: list[str] | None = None) -> int:
             name += f" ({args.quant} PTQ)"
         sr_fn = torch_sr_function(model)
         sets = [score_set(sr_fn, d, scale, args.ycbcr) for d in args.data]
-        print(format_table(sets, f"{name} x{scale}, PSNR/SSIM on Y ({args.ycbcr} convention)"))
-        if args.json:
+        if args.json:  # before the table: a reader that stops early (``| head``) does not lose it
             write_json(args.json, {"model": name, "scale": scale, "convention": args.ycbcr,
                                    "quant": args.quant, "sets": [s.to_dict() for s in sets]})
+        print(format_table(sets, f"{name} x{scale}, PSNR/SSIM on Y ({args.ycbcr} convention)"))
         return EXIT_OK
 
     return run(body)

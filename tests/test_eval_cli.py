@@ -63,3 +63,16 @@ def test_lr_files_for_another_scale_are_rejected(tmp_path):
     for p in (set5 / "LR_bicubic" / "X4").iterdir():
         shutil.copy(p, tmp_path / "S" / "LR_bicubic" / "X2" / p.name.replace("x4", "x2"))
     _one_error_line(run_eval("--model", "bicubic", "--scale", "2", "--data", str(tmp_path / "S")), "wrong --scale")
+
+
+def test_reader_closing_stdout_exits_141_quietly_with_json_written(tmp_path):
+    # `qdukd.eval ... --json r.json | head -0`: the reader is gone before the table is printed.
+    out = tmp_path / "r.json"
+    proc = subprocess.Popen([sys.executable, "-m", "qdukd.eval", "--model", "bicubic", "--scale", "4",
+                             "--data", str(DEMO / "val"), "--json", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 141, err
+    assert "Traceback" not in err and "Exception" not in err and "error" not in err, err  # only the progress bar
+    assert json.loads(out.read_text())["sets"][0]["name"] == "val"
