@@ -354,7 +354,7 @@ def main() -> None:
     ap = parser()
     args = ap.parse_args()
     if args.table is not None:
-        table(args.table or [args.out], [tuple(p) for p in args.pair])
+        table(args.table or [args.out], list(dict.fromkeys(tuple(p) for p in args.pair)))
         if args.plot:
             plot(args.table or [args.out], args.plot)
     elif args.cost:
