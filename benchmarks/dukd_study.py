@@ -223,8 +223,9 @@ def merged_runs(files: list[Path]) -> dict[str, dict]:
     return runs
 
 
-def table(files: list[Path], pairs: list[tuple[str, str]]) -> None:
-    """Print every setting's table, then ``a - b`` per seed for each pair of methods that both ran."""
+def table(files: list[Path], pairs: list[tuple[str, str]], curves: bool = False) -> None:
+    """Print every setting's table, then ``a - b`` per seed for each pair of methods that both ran,
+    and with ``curves`` each method's mean validation curve (what ``--plot`` draws)."""
     runs = merged_runs(files)
     groups = sorted({k.rsplit("/", 2)[0] for k in runs})  # x4/w4a4
     for g in groups:
@@ -256,6 +257,14 @@ def table(files: list[Path], pairs: list[tuple[str, str]]) -> None:
                     f"{s} {p[s]['mean']:+.4f} ± {p[s]['sd']:.4f} ("
                     + ", ".join(f"{x:+.3f}" for x in p[s]["each"]) + ")"
                     for s in SCORES))
+        for m in methods if curves else []:
+            steps, values = mean_curve(curves_of(runs, g, m))
+            print(f"\n{m} mean validation curve: " + ", ".join(f"{t:g}: {v:.3f}" for t, v in zip(steps, values)))
+
+
+def curves_of(runs: dict[str, dict], setting: str, method: str) -> list[list[dict[str, float]]]:
+    """The validation curves of every seed of ``method`` in ``setting``."""
+    return [v["curve"] for k, v in runs.items() if k.startswith(f"{setting}/{method}/")]
 
 
 def mean_curve(curves: list[list[dict[str, float]]]) -> tuple[list[float], list[float]]:
@@ -282,7 +291,7 @@ def plot(files: list[Path], png: Path) -> None:
         ax.axis("off")
     for ax, g in zip(axes.flat, groups):
         for m in METHODS:
-            curves = [v["curve"] for k, v in runs.items() if k.startswith(f"{g}/{m}/")]
+            curves = curves_of(runs, g, m)
             if not curves:
                 continue
             ax.plot(*mean_curve(curves), marker=".", label=f"{m} (n={len(curves)})")
@@ -342,6 +351,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", type=Path, default=RESULTS / "dukd_study.json")
     ap.add_argument("--table", type=Path, nargs="*", help="print the tables of these result files and exit")
     ap.add_argument("--plot", type=Path, help="with --table: also draw the validation curves into this PNG")
+    ap.add_argument("--curves", action="store_true",
+                    help="with --table: also print each method's mean validation curve (step: dB)")
     ap.add_argument("--pair", nargs=2, action="append", default=[["dukd_two_step", "kd_2x"]], choices=list(METHODS),
                     metavar=("A", "B"),
                     help="with --table: also print A - B per seed (repeatable; two-step DUKD - KD x2 always)")
@@ -354,7 +365,7 @@ def main() -> None:
     ap = parser()
     args = ap.parse_args()
     if args.table is not None:
-        table(args.table or [args.out], list(dict.fromkeys(tuple(p) for p in args.pair)))
+        table(args.table or [args.out], list(dict.fromkeys(tuple(p) for p in args.pair)), args.curves)
         if args.plot:
             plot(args.table or [args.out], args.plot)
     elif args.cost:

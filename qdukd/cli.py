@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import select
 import signal
 import sys
 import tempfile
@@ -46,8 +47,11 @@ def run(main: Callable[[], int]) -> int:
         code = main()
         sys.stdout.flush()  # a reader that went away shows here, not as a warning at exit
         return code
-    except BrokenPipeError:  # stdout's reader went away (``| head``): stop, as SIGPIPE stops a C tool
-        # Point stdout at /dev/null so the interpreter's last flush does not fail again.
+    except BrokenPipeError:
+        if not _stdout_reader_gone():  # a pipe of our own (a worker, a subprocess) broke: a bug
+            return _crash()
+        # stdout's reader went away (``| head``): stop, as SIGPIPE stops a C tool. Point stdout at
+        # /dev/null so the interpreter's last flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
     except QdukdError as e:
@@ -66,6 +70,16 @@ def run(main: Callable[[], int]) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reading end is closed (poll flags its write end)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no real file descriptor, or no poll() (Windows)
+        return False
 
 
 def _terminated(signum: int, frame: object) -> NoReturn:

@@ -122,3 +122,17 @@ def test_an_out_file_the_study_cannot_append_to_stops_it_before_any_training(tex
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert out.read_text() == text and not (tmp_path / "runs").exists()
+
+
+def test_table_prints_each_methods_mean_validation_curve_when_asked(tmp_path, capsys):
+    def run(points: list[tuple[int, float]]) -> dict:
+        return {"photos_val": points[-1][1], "set5": 30.0, "set14": 28.0, "overrides": [],
+                "curve": [{"step": float(t), "photos_val": v} for t, v in points]}
+
+    f = tmp_path / "dukd_study_c.json"
+    f.write_text(json.dumps({"student": "s", "runs": {"x2/fp/kd/seed0": run([(100, 27.0), (200, 28.0)]),
+                                                      "x2/fp/kd/seed1": run([(100, 27.5), (200, 28.5)])}}))
+    dukd_study.table([f], [])
+    assert "mean validation curve" not in capsys.readouterr().out
+    dukd_study.table([f], [], curves=True)
+    assert "kd mean validation curve: 100: 27.250, 200: 28.250" in capsys.readouterr().out

@@ -76,3 +76,12 @@ def test_reader_closing_stdout_exits_141_quietly_with_json_written(tmp_path):
     assert proc.wait(timeout=300) == 141, err
     assert "Traceback" not in err and "Exception" not in err and "error" not in err, err  # only the progress bar
     assert json.loads(out.read_text())["sets"][0]["name"] == "val"
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_still_a_crash():
+    # Only a closed stdout is the reader's doing; a BrokenPipeError from our own pipes is a bug.
+    code = ("import sys; from qdukd.cli import run\n"
+            "def body():\n    raise BrokenPipeError(32, 'Broken pipe')\n"
+            "sys.exit(run(body))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 3 and "Traceback" in res.stderr and "BrokenPipeError" in res.stderr, res.stderr
